@@ -1,0 +1,1000 @@
+#include "cluster/node.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "cluster/tree.h"
+#include "common/posix.h"
+#include "wire/codec.h"
+
+namespace pdm {
+
+namespace {
+
+using Fbb = flatbuffers::FlatBufferBuilder;
+
+template <typename MakeBody>
+std::vector<uint8_t> Envelope(wire::Body type, MakeBody make_body) {
+  Fbb fbb(256);
+  auto body = make_body(fbb);
+  fbb.Finish(wire::CreateEnvelope(fbb, wire::kClusterVersion, type, body.Union()));
+  return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+}
+
+std::vector<uint8_t> EventFrame(const QueuedEvent& ev) {
+  return Envelope(wire::Body::Event, [&](Fbb& fbb) {
+    auto payload = fbb.CreateVector(ev.payload);
+    return wire::CreateEvent(fbb, ev.token, ev.sid, ev.raiser, static_cast<uint8_t>(ev.type), ev.sync, ev.fsid,
+                             ev.notice, payload);
+  });
+}
+
+constexpr unsigned kEventMount = 1;
+// How long an event for a session not (yet) owned here is kept.
+constexpr int64_t kStrayLifetimeNs = 30'000'000'000LL;  // DM_EVENT_MOUNT: the only DONTCARE-able event
+
+}  // namespace
+
+Node::Node(NodeOptions opts, Transport* transport)
+    : opts_(std::move(opts)), transport_(transport), alive_(opts_.size, true) {
+  tables_.term = 1;  // rank 0 is the first SM, in term 1
+  sm_ = 0;
+}
+
+Node::~Node() { Stop(); }
+
+void Node::Start() {
+  timer_ = std::thread([this] { TimerLoop(); });
+  if (opts_.rank == sm_) WriteClusterJson();
+}
+
+void Node::Stop() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (timer_.joinable()) timer_.join();
+}
+
+// ---------------------------------------------------------------------------
+// Helpers (mu_ held unless said otherwise)
+
+int Node::LowestAlive() const {
+  for (int r = 0; r < opts_.size; ++r)
+    if (alive_[r]) return r;
+  return opts_.rank;
+}
+
+std::vector<int> Node::AliveRanks(int root) const {
+  std::vector<int> v{root};
+  for (int r = 0; r < opts_.size; ++r)
+    if (r != root && alive_[r]) v.push_back(r);
+  return v;
+}
+
+Status Node::CheckOwnSession(uint64_t sid) const {
+  const SessionRecord* rec = tables_.Find(sid);
+  if (!rec) return InvalidArgument("no session " + std::to_string(sid));
+  if (rec->owner != opts_.rank)
+    return InvalidArgument("session " + std::to_string(sid) + " belongs to node " + std::to_string(rec->owner) +
+                           "; this call runs only on the session node");
+  return Status::Ok();
+}
+
+void Node::Flush(Outbox& out) {
+  for (auto& [peer, frame] : out.frames) {
+    Status st = transport_->Send(peer, frame);
+    if (!st.ok()) spdlog::debug("send to rank {} failed: {}", peer, st.ToString());
+  }
+  out.frames.clear();
+  if (out.write_cluster_json) {
+    out.write_cluster_json = false;
+    WriteClusterJson();
+  }
+}
+
+void Node::WriteClusterJson() {
+  nlohmann::json j;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (sm_ != opts_.rank || opts_.state_dir.empty()) return;
+    j["session_manager"] = sm_;
+    j["nodes"] = nlohmann::json::array();
+    for (int r = 0; r < opts_.size; ++r) {
+      const NodeStatic& n = opts_.nodes.at(r);
+      j["nodes"].push_back(
+          {{"rank", r}, {"pid", n.pid}, {"alive", bool(alive_[r])}, {"view", n.view}, {"socket", n.socket}});
+    }
+  }
+  Status st = WriteFileAtomic(opts_.state_dir + "/cluster.json", j.dump(2) + "\n");
+  if (!st.ok()) spdlog::error("cannot write cluster.json: {}", st.ToString());
+}
+
+void Node::TimerLoop() {
+  std::unique_lock<std::mutex> lk(mu_);
+  while (!stopping_) {
+    cv_.wait_for(lk, std::chrono::milliseconds(100));
+    const int64_t now = MonotonicNs();
+    bool any = false;
+    for (auto it = raised_.begin(); it != raised_.end();) {
+      Raised& r = it->second;
+      if (!r.done && r.orphan_deadline_ns != 0 && now > r.orphan_deadline_ns) {
+        spdlog::warn("event token {:#x} for session {}: session node failed and nobody assumed the session "
+                     "within {} ms; failing it with EIO",
+                     r.ev.token, r.ev.sid, opts_.session_failure_timeout_ms);
+        if (!r.ev.sync) {
+          it = raised_.erase(it);
+          continue;
+        }
+        r.done = true;
+        r.response = kRespAbort;
+        r.err = EIO;
+        any = true;
+      }
+      ++it;
+    }
+    std::erase_if(strays_, [&](const Stray& st) { return now - st.arrived_ns > kStrayLifetimeNs; });
+    if (any) cv_.notify_all();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// SM calls from this node
+
+void Node::SendSmCall(uint64_t req_id, const SmCall& c, Outbox& out) {
+  auto frame = Envelope(wire::Body::SmRequest, [&](Fbb& fbb) {
+    auto info = fbb.CreateString(c.info);
+    auto group = fbb.CreateString(c.group);
+    return wire::CreateSmRequest(fbb, req_id, c.op, c.sid, info, group, c.fsid, c.events, c.rank);
+  });
+  if (sm_ == opts_.rank) {
+    auto env = wire::DecodeEnvelope(frame);
+    HandleSmRequest(opts_.rank, *(*env)->body_as_SmRequest(), frame, out);
+  } else {
+    out.frames.emplace_back(sm_, std::move(frame));
+  }
+}
+
+Result<uint64_t> Node::CallSm(std::unique_lock<std::mutex>& lk, SmCall call) {
+  const uint64_t req_id = next_req_id_++;
+  auto [it, inserted] = sm_calls_.emplace(req_id, std::move(call));
+  Outbox out;
+  if (sm_ready_) SendSmCall(req_id, it->second, out);
+  lk.unlock();
+  Flush(out);
+  lk.lock();
+  cv_.wait(lk, [&] { return stopping_ || sm_calls_.at(req_id).done; });
+  SmCall done = std::move(sm_calls_.at(req_id));
+  sm_calls_.erase(req_id);
+  if (!done.done) return Aborted("node agent is stopping", EINTR);
+  if (done.err != 0) return FromErrno(done.err, "session manager refused the request");
+  return done.result_sid;
+}
+
+void Node::ReplySm(int origin, uint64_t req_id, int err, uint64_t sid, Outbox& out) {
+  if (origin < 0) return;
+  if (origin == opts_.rank) {
+    auto it = sm_calls_.find(req_id);
+    if (it != sm_calls_.end()) {
+      it->second.done = true;
+      it->second.err = err;
+      it->second.result_sid = sid;
+      cv_.notify_all();
+    }
+    return;
+  }
+  out.frames.emplace_back(origin, Envelope(wire::Body::SmReply,
+                                           [&](Fbb& fbb) { return wire::CreateSmReply(fbb, req_id, err, sid); }));
+}
+
+// ---------------------------------------------------------------------------
+// SM side
+
+void Node::HandleSmRequest(int origin, const wire::SmRequest& r, std::span<const uint8_t> frame, Outbox& out) {
+  if (sm_ != opts_.rank || !sm_ready_) {
+    // Not (yet) the SM: keep it while I might become SM; otherwise the origin
+    // re-sends it to the real SM when that one publishes its tables.
+    if (rebuilding_ || LowestAlive() == opts_.rank)
+      deferred_sm_requests_.emplace_back(origin, std::vector<uint8_t>(frame.begin(), frame.end()));
+    return;
+  }
+  const uint64_t req = r.req_id();
+  std::string info = r.info() ? r.info()->str() : "";
+  std::string group = r.group() ? r.group()->str() : "";
+  auto fail = [&](int err, const std::string& why) {
+    spdlog::info("SM: request {} from rank {} refused: {} ({})", req, origin, why, std::strerror(err));
+    ReplySm(origin, req, err, 0, out);
+  };
+  auto upsert = [](SessionRecord s) -> ChangeBuilder {
+    return [s](Fbb& fbb) {
+      auto rec = BuildSession(fbb, s);
+      return wire::CreateChange(fbb, wire::ChangeKind::UpsertSession, rec);
+    };
+  };
+  switch (r.op()) {
+    case wire::SmOp::Create: {
+      for (const auto& [sid, s] : tables_.sessions)
+        if (s.create_origin == origin && s.create_req == req) return ReplySm(origin, req, 0, sid, out);  // retry
+      if (tables_.SessionsOwnedBy(origin) >= opts_.max_sessions_per_node)
+        return fail(ENOMEM, "node " + std::to_string(origin) + " has " +
+                                std::to_string(opts_.max_sessions_per_node) + " sessions (the limit)");
+      SessionRecord s;
+      s.sid = MakeSessionId(tables_.term, tables_.next_sid++);
+      s.owner = origin;
+      s.info = info;
+      s.group = group;
+      s.create_origin = origin;
+      s.create_req = req;
+      return Broadcast({upsert(s)}, false, origin, req, s.sid, out);
+    }
+    case wire::SmOp::Assume: {
+      const SessionRecord* cur = tables_.Find(r.sid());
+      if (!cur) return fail(EINVAL, "assume of unknown session " + std::to_string(r.sid()));
+      if (cur->owner != origin && cur->owner >= 0 && cur->owner < opts_.size && alive_[cur->owner])
+        return fail(EBUSY, "session " + std::to_string(r.sid()) + " is active on live node " +
+                               std::to_string(cur->owner));
+      SessionRecord s = *cur;
+      s.owner = origin;
+      s.info = info;
+      return Broadcast({upsert(s)}, false, origin, req, s.sid, out);
+    }
+    case wire::SmOp::Destroy: {
+      // Validated at the session node; a re-sent destroy of a session that is
+      // already gone succeeded the first time.
+      if (!tables_.Find(r.sid())) return ReplySm(origin, req, 0, r.sid(), out);
+      const uint64_t sid = r.sid();
+      return Broadcast({[sid](Fbb& fbb) { return wire::CreateChange(fbb, wire::ChangeKind::RemoveSession, 0, sid); }},
+                       false, origin, req, sid, out);
+    }
+    case wire::SmOp::Modify: {
+      const SessionRecord* cur = tables_.Find(r.sid());
+      if (!cur) return fail(EINVAL, "modify of unknown session " + std::to_string(r.sid()));
+      SessionRecord s = *cur;
+      s.info = info;
+      return Broadcast({upsert(s)}, false, origin, req, s.sid, out);
+    }
+    case wire::SmOp::SetDisp: {
+      Status st = tables_.CheckDisp(r.sid(), r.fsid(), r.events());
+      if (!st.ok()) return fail(st.err(), st.message());
+      const uint64_t sid = r.sid(), fsid = r.fsid(), ev = r.events();
+      return Broadcast({[=](Fbb& fbb) {
+                         return wire::CreateChange(fbb, wire::ChangeKind::SetDisp, 0, sid, fsid, ev);
+                       }},
+                       false, origin, req, sid, out);
+    }
+    case wire::SmOp::SetFsEvents: {
+      if (!tables_.Find(r.sid())) return fail(EINVAL, "unknown session " + std::to_string(r.sid()));
+      const uint64_t fsid = r.fsid(), ev = r.events();
+      return Broadcast({[=](Fbb& fbb) {
+                         return wire::CreateChange(fbb, wire::ChangeKind::SetFsEvents, 0, 0, fsid, ev);
+                       }},
+                       false, origin, req, r.sid(), out);
+    }
+    case wire::SmOp::MarkDead:
+      return fail(EINVAL, "MarkDead is decided by the SM itself");
+  }
+  fail(EINVAL, "unknown op");
+}
+
+void Node::Broadcast(const std::vector<ChangeBuilder>& changes, bool snapshot, int origin, uint64_t req_id,
+                     uint64_t sid, Outbox& out) {
+  const uint64_t bcast_id = (uint64_t(opts_.rank + 1) << 48) | next_bcast_++;
+  std::vector<int> members = AliveRanks(opts_.rank);
+  if (!snapshot) tables_.seq++;
+  auto frame = Envelope(wire::Body::Update, [&](Fbb& fbb) {
+    std::vector<flatbuffers::Offset<wire::Change>> cs;
+    for (const auto& c : changes) cs.push_back(c(fbb));
+    auto mem = fbb.CreateVector(members);
+    auto cv = fbb.CreateVector(cs);
+    flatbuffers::Offset<wire::TablesMsg> snap = snapshot ? tables_.Build(fbb) : 0;
+    return wire::CreateUpdate(fbb, bcast_id, mem, static_cast<uint8_t>(opts_.radix), tables_.term, tables_.seq,
+                              tables_.next_sid, cv, snap);
+  });
+  // The root applies its own update through the same path as every node.
+  auto env = wire::DecodeEnvelope(frame);
+  if (!env.ok()) {
+    spdlog::critical("SM built an update it cannot decode: {}", env.status().ToString());
+    return ReplySm(origin, req_id, EIO, 0, out);
+  }
+  ApplyUpdate(*(*env)->body_as_Update(), out);
+  Bcast b;
+  b.frame = std::move(frame);
+  b.members = std::move(members);
+  b.radix = opts_.radix;
+  b.ack_to = {-1};
+  b.origin = origin;
+  b.req_id = req_id;
+  b.sid = sid;
+  b.snapshot = snapshot;
+  ForwardTo(b, KnomialChildren(0, static_cast<int>(b.members.size()), b.radix), out);
+  const bool done = b.waiting.empty();
+  bcasts_.emplace(bcast_id, std::move(b));
+  if (done) CompleteBcast(bcast_id, out);
+}
+
+void Node::ForwardTo(Bcast& b, const std::vector<int>& positions, Outbox& out) {
+  const int n = static_cast<int>(b.members.size());
+  for (int pos : positions) {
+    int r = b.members[pos];
+    if (r != opts_.rank && r >= 0 && r < opts_.size && alive_[r]) {
+      if (b.waiting.insert(r).second) out.frames.emplace_back(r, b.frame);
+    } else if (r != opts_.rank) {
+      // A dead child: adopt its subtree so the broadcast still reaches it.
+      ForwardTo(b, KnomialChildren(pos, n, b.radix), out);
+    }
+  }
+}
+
+void Node::CompleteBcast(uint64_t bcast_id, Outbox& out) {
+  auto it = bcasts_.find(bcast_id);
+  if (it == bcasts_.end()) return;
+  Bcast b = std::move(it->second);
+  bcasts_.erase(it);
+  bcast_seen_[bcast_id] = true;
+  for (int to : b.ack_to) {
+    if (to == -1) {
+      ReplySm(b.origin, b.req_id, b.err, b.sid, out);
+      if (b.snapshot) {
+        // The rebuilt tables are everywhere: serve what waited for us.
+        out.write_cluster_json = true;
+        auto deferred = std::move(deferred_sm_requests_);
+        deferred_sm_requests_.clear();
+        for (auto& [origin, frame] : deferred) {
+          auto env = wire::DecodeEnvelope(frame);
+          if (env.ok()) HandleSmRequest(origin, *(*env)->body_as_SmRequest(), frame, out);
+        }
+      }
+    } else if (to != opts_.rank && alive_[to]) {
+      out.frames.emplace_back(to, Envelope(wire::Body::UpdateAck,
+                                           [&](Fbb& fbb) { return wire::CreateUpdateAck(fbb, bcast_id); }));
+    }
+  }
+}
+
+void Node::HandleAck(int from, uint64_t bcast_id, Outbox& out) {
+  auto it = bcasts_.find(bcast_id);
+  if (it == bcasts_.end()) return;
+  it->second.waiting.erase(from);
+  if (it->second.waiting.empty()) CompleteBcast(bcast_id, out);
+}
+
+void Node::HandleUpdate(int from, const wire::Update& u, std::span<const uint8_t> frame, Outbox& out) {
+  const uint64_t id = u.bcast_id();
+  if (auto it = bcasts_.find(id); it != bcasts_.end()) {
+    it->second.ack_to.push_back(from);  // a second parent (its first one died)
+    return;
+  }
+  if (bcast_seen_.count(id)) {
+    out.frames.emplace_back(from, Envelope(wire::Body::UpdateAck,
+                                           [&](Fbb& fbb) { return wire::CreateUpdateAck(fbb, id); }));
+    return;
+  }
+  ApplyUpdate(u, out);
+  Bcast b;
+  b.frame.assign(frame.begin(), frame.end());
+  b.members.assign(u.members()->begin(), u.members()->end());
+  b.radix = u.radix();
+  b.ack_to = {from};
+  auto pos = std::find(b.members.begin(), b.members.end(), opts_.rank);
+  if (pos != b.members.end())
+    ForwardTo(b, KnomialChildren(static_cast<int>(pos - b.members.begin()), static_cast<int>(b.members.size()),
+                                 b.radix),
+              out);
+  const bool done = b.waiting.empty();
+  bcasts_.emplace(id, std::move(b));
+  if (done) CompleteBcast(id, out);
+}
+
+void Node::ApplyUpdate(const wire::Update& u, Outbox& out) {
+  if (u.snapshot()) {
+    std::map<uint64_t, int> old_owner;
+    for (const auto& [sid, s] : tables_.sessions) old_owner[sid] = s.owner;
+    tables_.LoadFrom(*u.snapshot());
+    const int new_sm = u.members()->Get(0);
+    if (new_sm != opts_.rank) {
+      rebuilding_ = false;
+      deferred_sm_requests_.clear();
+    }
+    sm_ = new_sm;
+    sm_ready_ = true;
+    for (const auto& [sid, s] : tables_.sessions)
+      if (s.owner == opts_.rank) {
+        queues_[sid];
+        AdoptStrays(sid);
+      }
+    for (auto it = queues_.begin(); it != queues_.end();) {
+      const SessionRecord* s = tables_.Find(it->first);
+      it = (!s || s->owner != opts_.rank) ? queues_.erase(it) : std::next(it);
+    }
+    for (const auto& [sid, s] : tables_.sessions)
+      if (old_owner.count(sid) == 0 || old_owner[sid] != s.owner) ResendForSession(sid, out);
+    OnSmChanged(out);
+    cv_.notify_all();
+    return;
+  }
+  tables_.term = u.term();
+  tables_.seq = u.seq();
+  tables_.next_sid = u.next_sid();
+  if (!u.changes()) return;
+  for (const wire::Change* c : *u.changes()) {
+    int prev_owner = -1;
+    if (c->kind() == wire::ChangeKind::UpsertSession && c->session())
+      if (const SessionRecord* s = tables_.Find(c->session()->sid())) prev_owner = s->owner;
+    tables_.Apply(*c);
+    switch (c->kind()) {
+      case wire::ChangeKind::UpsertSession: {
+        if (!c->session()) break;
+        const uint64_t sid = c->session()->sid();
+        const int owner = c->session()->owner();
+        if (owner == opts_.rank) {
+          queues_[sid];
+          AdoptStrays(sid);
+        } else {
+          queues_.erase(sid);
+        }
+        if (prev_owner != -1 && prev_owner != owner) ResendForSession(sid, out);  // assumed elsewhere
+        break;
+      }
+      case wire::ChangeKind::RemoveSession: {
+        queues_.erase(c->sid());
+        for (auto& [token, r] : raised_)
+          if (r.ev.sid == c->sid() && !r.done) {
+            r.done = true;
+            r.response = kRespAbort;
+            r.err = EIO;
+          }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  cv_.notify_all();
+}
+
+void Node::OnSmChanged(Outbox& out) {
+  for (auto& [req_id, call] : sm_calls_)
+    if (!call.done) SendSmCall(req_id, call, out);
+}
+
+void Node::BecomeSmCandidate(Outbox& out) {
+  spdlog::warn("rank {}: session manager failed; taking over, collecting tables from live nodes", opts_.rank);
+  rebuilding_ = true;
+  reports_.clear();
+  reports_.push_back(tables_);
+  awaiting_reports_.clear();
+  for (int r = 0; r < opts_.size; ++r)
+    if (r != opts_.rank && alive_[r]) {
+      awaiting_reports_.insert(r);
+      out.frames.emplace_back(r, Envelope(wire::Body::StateQuery,
+                                          [&](Fbb& fbb) { return wire::CreateStateQuery(fbb, tables_.term); }));
+    }
+  if (awaiting_reports_.empty()) FinishRebuild(out);
+}
+
+void Node::FinishRebuild(Outbox& out) {
+  // The most advanced replica has applied every change any live node has
+  // (changes reach each node in SM order), so it is the new truth. A higher
+  // term than anyone has seen keeps new session ids from ever repeating.
+  const Tables* best = &reports_[0];
+  uint64_t max_term = 0;
+  std::set<int> dead;
+  for (const Tables& t : reports_) {
+    if (std::tie(t.term, t.seq) > std::tie(best->term, best->seq)) best = &t;
+    max_term = std::max(max_term, t.term);
+    dead.insert(t.dead.begin(), t.dead.end());
+  }
+  Tables next = *best;
+  next.term = max_term + 1;
+  next.seq = 0;
+  next.next_sid = 1;
+  for (int r = 0; r < opts_.size; ++r)
+    if (!alive_[r]) dead.insert(r);
+  next.dead = dead;
+  tables_ = std::move(next);
+  rebuilding_ = false;
+  reports_.clear();
+  sm_ = opts_.rank;
+  sm_ready_ = true;
+  spdlog::warn("rank {}: now session manager (term {}, {} sessions)", opts_.rank, tables_.term,
+               tables_.sessions.size());
+  Broadcast({}, true, -1, 0, 0, out);
+}
+
+// ---------------------------------------------------------------------------
+// Transport callbacks
+
+void Node::OnFrame(int peer, std::span<const uint8_t> frame) {
+  auto decoded = wire::DecodeEnvelope(frame);
+  if (!decoded.ok()) {
+    spdlog::error("rank {}: rejected a frame from rank {}: {}", opts_.rank, peer, decoded.status().ToString());
+    return;
+  }
+  const wire::Envelope* env = *decoded;
+  Outbox out;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (stopping_) return;
+    switch (env->body_type()) {
+      case wire::Body::SmRequest:
+        HandleSmRequest(peer, *env->body_as_SmRequest(), frame, out);
+        break;
+      case wire::Body::SmReply: {
+        const auto* r = env->body_as_SmReply();
+        auto it = sm_calls_.find(r->req_id());
+        if (it != sm_calls_.end() && !it->second.done) {
+          it->second.done = true;
+          it->second.err = r->err();
+          it->second.result_sid = r->sid();
+          cv_.notify_all();
+        }
+        break;
+      }
+      case wire::Body::Update:
+        HandleUpdate(peer, *env->body_as_Update(), frame, out);
+        break;
+      case wire::Body::UpdateAck:
+        HandleAck(peer, env->body_as_UpdateAck()->bcast_id(), out);
+        break;
+      case wire::Body::StateQuery:
+        out.frames.emplace_back(peer, Envelope(wire::Body::StateReport, [&](Fbb& fbb) {
+                                  auto t = tables_.Build(fbb);
+                                  return wire::CreateStateReport(fbb, tables_.term, t);
+                                }));
+        break;
+      case wire::Body::StateReport:
+        if (rebuilding_ && awaiting_reports_.erase(peer)) {
+          Tables t;
+          t.LoadFrom(*env->body_as_StateReport()->tables());
+          reports_.push_back(std::move(t));
+          if (awaiting_reports_.empty()) FinishRebuild(out);
+        }
+        break;
+      case wire::Body::Event: {
+        const auto* e = env->body_as_Event();
+        QueuedEvent ev;
+        ev.token = e->token();
+        ev.sid = e->sid();
+        ev.raiser = peer;
+        ev.type = e->type();
+        ev.sync = e->sync();
+        ev.fsid = e->fsid();
+        ev.notice = e->notice();
+        if (e->payload()) ev.payload.assign(e->payload()->begin(), e->payload()->end());
+        QueueEvent(std::move(ev));
+        break;
+      }
+      case wire::Body::EventResponse: {
+        const auto* r = env->body_as_EventResponse();
+        FinishRaised(r->token(), r->response(), r->err());
+        break;
+      }
+      case wire::Body::Heartbeat:
+      case wire::Body::NONE:
+        break;
+    }
+  }
+  Flush(out);
+}
+
+void Node::OnPeerDown(int peer, const Status& why) {
+  Outbox out;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (peer < 0 || peer >= opts_.size || !alive_[peer]) return;
+    alive_[peer] = false;
+    spdlog::warn("rank {}: node {} failed ({})", opts_.rank, peer, why.message());
+
+    // Broadcasts waiting on the dead node: adopt its subtree.
+    std::vector<uint64_t> complete;
+    for (auto& [id, b] : bcasts_) {
+      b.ack_to.erase(std::remove(b.ack_to.begin(), b.ack_to.end(), peer), b.ack_to.end());
+      if (b.waiting.erase(peer)) {
+        auto pos = std::find(b.members.begin(), b.members.end(), peer);
+        if (pos != b.members.end())
+          ForwardTo(b, KnomialChildren(static_cast<int>(pos - b.members.begin()),
+                                       static_cast<int>(b.members.size()), b.radix),
+                    out);
+        if (b.waiting.empty()) complete.push_back(id);
+      }
+    }
+    for (uint64_t id : complete) CompleteBcast(id, out);
+
+    // Synchronous events the dead node raised can no longer be answered.
+    for (auto& [sid, q] : queues_) {
+      std::erase_if(q.pending, [&](const QueuedEvent& e) { return e.raiser == peer && e.sync; });
+      std::erase_if(q.outstanding, [&](const auto& kv) { return kv.second.raiser == peer; });
+    }
+    // Events this node raised for sessions on the dead node wait for the
+    // session to be assumed (claim 3), at most session_failure_timeout_ms.
+    const int64_t deadline = MonotonicNs() + int64_t(opts_.session_failure_timeout_ms) * 1000000;
+    for (auto& [token, r] : raised_)
+      if (!r.done && r.sent_to == peer) r.orphan_deadline_ns = deadline;
+
+    if (rebuilding_ && awaiting_reports_.erase(peer) && awaiting_reports_.empty()) FinishRebuild(out);
+
+    if (peer == sm_) {
+      sm_ready_ = false;
+      sm_ = LowestAlive();
+      if (sm_ == opts_.rank && !rebuilding_) BecomeSmCandidate(out);
+    } else if (sm_ == opts_.rank && sm_ready_) {
+      Broadcast({[peer](Fbb& fbb) {
+                  return wire::CreateChange(fbb, wire::ChangeKind::NodeDead, 0, 0, 0, 0, peer);
+                }},
+                false, -1, 0, 0, out);
+      out.write_cluster_json = true;
+    }
+    cv_.notify_all();
+  }
+  Flush(out);
+}
+
+// ---------------------------------------------------------------------------
+// Event routing
+
+void Node::QueueEvent(QueuedEvent ev) {
+  const SessionRecord* rec = tables_.Find(ev.sid);
+  if (!rec || rec->owner != opts_.rank) {
+    // A raiser that applied "session assumed here" before this node did can
+    // send its re-queued event first. Hold it until the update arrives; the
+    // timer drops strays that no update claims.
+    spdlog::debug("event token {:#x} for session {} not (yet) owned here; held", ev.token, ev.sid);
+    strays_.push_back(Stray{MonotonicNs(), std::move(ev)});
+    return;
+  }
+  SessionQueue& q = queues_[ev.sid];
+  if (ev.token != 0) {
+    if (q.outstanding.count(ev.token)) return;  // re-sent, already handed out
+    for (const auto& p : q.pending)
+      if (p.token == ev.token) return;
+  }
+  ev.sequence = q.next_sequence++;
+  q.pending.push_back(std::move(ev));
+  cv_.notify_all();
+}
+
+void Node::AdoptStrays(uint64_t sid) {
+  std::vector<Stray> keep;
+  std::vector<QueuedEvent> mine;
+  for (auto& st : strays_) {
+    if (st.ev.sid == sid)
+      mine.push_back(std::move(st.ev));
+    else
+      keep.push_back(std::move(st));
+  }
+  strays_ = std::move(keep);
+  for (auto& ev : mine) QueueEvent(std::move(ev));
+}
+
+void Node::SendEvent(Raised& r, Outbox& out) {
+  const SessionRecord* rec = tables_.Find(r.ev.sid);
+  if (!rec) {
+    r.done = true;
+    r.response = kRespAbort;
+    r.err = EIO;
+    return;
+  }
+  const int owner = rec->owner;
+  if (owner == opts_.rank) {
+    QueueEvent(r.ev);
+    r.sent_to = owner;
+    r.orphan_deadline_ns = 0;
+  } else if (owner >= 0 && owner < opts_.size && alive_[owner]) {
+    out.frames.emplace_back(owner, EventFrame(r.ev));
+    r.sent_to = owner;
+    r.orphan_deadline_ns = 0;
+  } else if (r.orphan_deadline_ns == 0) {
+    r.sent_to = owner;
+    r.orphan_deadline_ns = MonotonicNs() + int64_t(opts_.session_failure_timeout_ms) * 1000000;
+  }
+}
+
+void Node::ResendForSession(uint64_t sid, Outbox& out) {
+  for (auto it = raised_.begin(); it != raised_.end();) {
+    Raised& r = it->second;
+    if (r.ev.sid == sid && !r.done) {
+      SendEvent(r, out);
+      // An asynchronous event is forgotten once handed to a live owner.
+      if (!r.ev.sync && r.orphan_deadline_ns == 0) {
+        it = raised_.erase(it);
+        continue;
+      }
+    }
+    ++it;
+  }
+}
+
+void Node::FinishRaised(uint64_t token, int response, int err) {
+  auto it = raised_.find(token);
+  if (it == raised_.end() || it->second.done) return;
+  it->second.done = true;
+  it->second.response = response;
+  it->second.err = err;
+  cv_.notify_all();
+}
+
+Result<RaiseOutcome> Node::Raise(const RaiseSpec& spec) {
+  if (spec.type >= wire::kEventTypeCount) return InvalidArgument("event type " + std::to_string(spec.type));
+  std::unique_lock<std::mutex> lk(mu_);
+  std::vector<uint64_t> holders;
+  if (spec.target_sid != 0) {
+    if (!tables_.Find(spec.target_sid)) return InvalidArgument("no session " + std::to_string(spec.target_sid));
+    holders.push_back(spec.target_sid);
+  } else {
+    holders = tables_.Holders(spec.fsid, spec.type);
+  }
+  RaiseOutcome outcome;
+  if (holders.empty()) return outcome;  // nobody has the disposition: not generated
+
+  // One handler: the instance on this node if the disposition belongs to a
+  // parallel application with one here (claim 17), else the lowest live one.
+  uint64_t primary = holders[0];
+  int best = opts_.size + 1;
+  for (uint64_t h : holders) {
+    const SessionRecord* s = tables_.Find(h);
+    int score = s->owner == opts_.rank ? -1 : (alive_[s->owner] ? s->owner : opts_.size);
+    if (score < best) best = score, primary = h;
+  }
+  Outbox out;
+  Raised r;
+  r.ev.token = (uint64_t(opts_.rank + 1) << 48) | next_token_++;
+  r.ev.sid = primary;
+  r.ev.raiser = opts_.rank;
+  r.ev.type = spec.type;
+  r.ev.sync = spec.sync;
+  r.ev.fsid = spec.fsid;
+  r.ev.payload = spec.payload;
+  const uint64_t token = r.ev.token;
+  SendEvent(r, out);
+  // Claim 18: the other instances hear of the event.
+  for (uint64_t h : holders) {
+    if (h == primary) continue;
+    Raised n;
+    n.ev = r.ev;
+    n.ev.token = (uint64_t(opts_.rank + 1) << 48) | next_token_++;
+    n.ev.sid = h;
+    n.ev.sync = false;
+    n.ev.notice = true;
+    SendEvent(n, out);
+    if (n.orphan_deadline_ns != 0) raised_.emplace(n.ev.token, std::move(n));
+  }
+  outcome.delivered = true;
+  outcome.token = spec.sync ? token : 0;
+  outcome.sid = primary;
+  if (!spec.sync) {
+    if (r.orphan_deadline_ns != 0) raised_.emplace(token, std::move(r));
+    lk.unlock();
+    Flush(out);
+    return outcome;
+  }
+  if (r.done) {  // session vanished
+    outcome.response = r.response;
+    outcome.err = r.err;
+    lk.unlock();
+    Flush(out);
+    return outcome;
+  }
+  raised_.emplace(token, std::move(r));
+  lk.unlock();
+  Flush(out);
+  lk.lock();
+  cv_.wait(lk, [&] { return stopping_ || raised_.at(token).done; });
+  Raised fin = std::move(raised_.at(token));
+  raised_.erase(token);
+  if (!fin.done) return Aborted("node agent is stopping", EINTR);
+  outcome.response = fin.response == kRespDontCare ? kRespContinue : fin.response;
+  outcome.err = fin.err;
+  return outcome;
+}
+
+// ---------------------------------------------------------------------------
+// Session calls
+
+Result<uint64_t> Node::CreateSession(uint64_t oldsid, const std::string& info, const std::string& group) {
+  if (info.size() >= wire::kSessionInfoMax)
+    return InvalidArgument("session info of " + std::to_string(info.size()) + " bytes (limit " +
+                               std::to_string(wire::kSessionInfoMax - 1) + ")",
+                           E2BIG);
+  std::unique_lock<std::mutex> lk(mu_);
+  SmCall c;
+  c.op = oldsid ? wire::SmOp::Assume : wire::SmOp::Create;
+  c.sid = oldsid;
+  c.info = info;
+  c.group = group;
+  return CallSm(lk, std::move(c));
+}
+
+Status Node::DestroySession(uint64_t sid) {
+  std::unique_lock<std::mutex> lk(mu_);
+  PDM_RETURN_IF_ERROR(CheckOwnSession(sid));
+  auto q = queues_.find(sid);
+  if (q != queues_.end()) {
+    bool sync_pending = std::any_of(q->second.pending.begin(), q->second.pending.end(),
+                                    [](const QueuedEvent& e) { return e.sync; });
+    if (sync_pending || !q->second.outstanding.empty() || q->second.waiters > 0)
+      return FailedPrecondition("session " + std::to_string(sid) + " has undelivered or unanswered events",
+                                EBUSY);
+  }
+  SmCall c;
+  c.op = wire::SmOp::Destroy;
+  c.sid = sid;
+  auto r = CallSm(lk, std::move(c));
+  return r.ok() ? Status::Ok() : r.status();
+}
+
+Status Node::ModifySession(uint64_t sid, const std::string& info) {
+  if (info.size() >= wire::kSessionInfoMax) return InvalidArgument("session info too long", E2BIG);
+  std::unique_lock<std::mutex> lk(mu_);
+  PDM_RETURN_IF_ERROR(CheckOwnSession(sid));
+  SmCall c;
+  c.op = wire::SmOp::Modify;
+  c.sid = sid;
+  c.info = info;
+  auto r = CallSm(lk, std::move(c));
+  return r.ok() ? Status::Ok() : r.status();
+}
+
+Result<SessionView> Node::QuerySession(uint64_t sid) {
+  std::lock_guard<std::mutex> lk(mu_);
+  const SessionRecord* rec = tables_.Find(sid);
+  if (!rec) return InvalidArgument("no session " + std::to_string(sid));
+  return SessionView{*rec, rec->owner >= 0 && rec->owner < opts_.size && alive_[rec->owner]};
+}
+
+std::vector<SessionView> Node::AllSessions() {
+  std::lock_guard<std::mutex> lk(mu_);
+  std::vector<SessionView> v;
+  v.reserve(tables_.sessions.size());
+  for (const auto& [sid, s] : tables_.sessions)
+    v.push_back(SessionView{s, s.owner >= 0 && s.owner < opts_.size && alive_[s.owner]});
+  return v;
+}
+
+Status Node::SetDisp(uint64_t sid, uint64_t fsid, uint64_t events) {
+  std::unique_lock<std::mutex> lk(mu_);
+  if (!tables_.Find(sid)) return InvalidArgument("no session " + std::to_string(sid));
+  // Checked here too so the common conflict costs no round trip; the SM
+  // checks again against the authoritative tables.
+  PDM_RETURN_IF_ERROR(tables_.CheckDisp(sid, fsid, events));
+  SmCall c;
+  c.op = wire::SmOp::SetDisp;
+  c.sid = sid;
+  c.fsid = fsid;
+  c.events = events;
+  auto r = CallSm(lk, std::move(c));
+  return r.ok() ? Status::Ok() : r.status();
+}
+
+Result<std::vector<std::pair<uint64_t, uint64_t>>> Node::GetAllDisp(uint64_t sid) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!tables_.Find(sid)) return InvalidArgument("no session " + std::to_string(sid));
+  std::vector<std::pair<uint64_t, uint64_t>> v;
+  for (const auto& [k, ev] : tables_.disps)
+    if (k.second == sid) v.emplace_back(k.first, ev);
+  return v;
+}
+
+Status Node::SetFsEvents(uint64_t sid, uint64_t fsid, uint64_t events) {
+  std::unique_lock<std::mutex> lk(mu_);
+  if (!tables_.Find(sid)) return InvalidArgument("no session " + std::to_string(sid));
+  SmCall c;
+  c.op = wire::SmOp::SetFsEvents;
+  c.sid = sid;
+  c.fsid = fsid;
+  c.events = events;
+  auto r = CallSm(lk, std::move(c));
+  return r.ok() ? Status::Ok() : r.status();
+}
+
+uint64_t Node::GetFsEvents(uint64_t fsid) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = tables_.fs_events.find(fsid);
+  return it == tables_.fs_events.end() ? 0 : it->second;
+}
+
+Result<std::vector<QueuedEvent>> Node::GetEvents(uint64_t sid, unsigned max_msgs, bool wait, unsigned timeout_ms) {
+  std::unique_lock<std::mutex> lk(mu_);
+  PDM_RETURN_IF_ERROR(CheckOwnSession(sid));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    auto q = queues_.find(sid);
+    if (q == queues_.end()) return InvalidArgument("session " + std::to_string(sid) + " was destroyed");
+    if (!q->second.pending.empty()) break;
+    if (!wait) return Unavailable("no events for session " + std::to_string(sid), EAGAIN);
+    if (stopping_) return Aborted("node agent is stopping", EINTR);
+    q->second.waiters++;
+    bool timed_out = false;
+    if (timeout_ms == 0)
+      cv_.wait(lk);
+    else
+      timed_out = cv_.wait_until(lk, deadline) == std::cv_status::timeout;
+    q = queues_.find(sid);
+    if (q != queues_.end()) q->second.waiters--;
+    if (timed_out && (q == queues_.end() || q->second.pending.empty()))
+      return Unavailable("no events for session " + std::to_string(sid) + " within timeout", EAGAIN);
+  }
+  SessionQueue& q = queues_.at(sid);
+  std::vector<QueuedEvent> out;
+  while (!q.pending.empty() && (max_msgs == 0 || out.size() < max_msgs)) {
+    QueuedEvent ev = std::move(q.pending.front());
+    q.pending.pop_front();
+    if (ev.sync && !ev.notice) {
+      q.outstanding.emplace(ev.token, ev);
+    } else {
+      ev.token = 0;  // asynchronous events carry DM_INVALID_TOKEN
+    }
+    out.push_back(std::move(ev));
+  }
+  return out;
+}
+
+Status Node::Respond(uint64_t sid, uint64_t token, int response, int err) {
+  Outbox out;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    PDM_RETURN_IF_ERROR(CheckOwnSession(sid));
+    if (token == 0 || token == ~uint64_t(0)) return InvalidArgument("DM_NO_TOKEN / DM_INVALID_TOKEN");
+    SessionQueue& q = queues_[sid];
+    auto it = q.outstanding.find(token);
+    if (it == q.outstanding.end())
+      return NotFound("token " + std::to_string(token) + " is not outstanding on session " + std::to_string(sid),
+                      ESRCH);
+    switch (response) {
+      case kRespContinue:
+        if (err != 0) return InvalidArgument("DM_RESP_CONTINUE with a nonzero reterror");
+        break;
+      case kRespAbort:
+        if (err <= 0) return InvalidArgument("DM_RESP_ABORT needs a positive reterror");
+        break;
+      case kRespDontCare:
+        if (it->second.type != kEventMount) return InvalidArgument("DM_RESP_DONTCARE is valid only for mount events");
+        break;
+      default:
+        return InvalidArgument("invalid response " + std::to_string(response));
+    }
+    QueuedEvent ev = std::move(it->second);
+    q.outstanding.erase(it);
+    if (ev.raiser == opts_.rank) {
+      FinishRaised(token, response, err);
+    } else if (ev.raiser >= 0 && ev.raiser < opts_.size && alive_[ev.raiser]) {
+      out.frames.emplace_back(ev.raiser, Envelope(wire::Body::EventResponse, [&](Fbb& fbb) {
+                                return wire::CreateEventResponse(fbb, token, sid, response, err);
+                              }));
+    }
+  }
+  Flush(out);
+  return Status::Ok();
+}
+
+Result<std::vector<QueuedEvent>> Node::Outstanding(uint64_t sid) {
+  std::lock_guard<std::mutex> lk(mu_);
+  PDM_RETURN_IF_ERROR(CheckOwnSession(sid));
+  std::vector<QueuedEvent> v;
+  for (const auto& [t, e] : queues_[sid].outstanding) v.push_back(e);
+  return v;
+}
+
+Result<QueuedEvent> Node::FindEvent(uint64_t sid, uint64_t token) {
+  std::lock_guard<std::mutex> lk(mu_);
+  PDM_RETURN_IF_ERROR(CheckOwnSession(sid));
+  auto& q = queues_[sid];
+  auto it = q.outstanding.find(token);
+  if (it == q.outstanding.end()) return NotFound("token not outstanding", ESRCH);
+  return it->second;
+}
+
+ClusterView Node::Cluster() {
+  std::lock_guard<std::mutex> lk(mu_);
+  ClusterView v;
+  v.rank = opts_.rank;
+  v.session_manager = sm_;
+  v.nodes = opts_.nodes;
+  v.alive = alive_;
+  return v;
+}
+
+}  // namespace pdm

@@ -1,0 +1,177 @@
+// pdmd: the pdm node agent, one MPI rank per node.
+//
+// Bootstrap is the only MPI traffic: ranks exchange host names, transport
+// addresses and pids (MPI_Allgather) and rank 0 hands out the job secret
+// (MPI_Bcast). After the barrier that says every rank is up, sessions,
+// events and failure detection run over our own transport, so a rank killed
+// with kill -9 (under mpirun --enable-recovery or srun --no-kill) leaves the
+// others working.
+#include <mpi.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cluster/node.h"
+#include "common/log.h"
+#include "daemon/local_server.h"
+#include "transport/auth.h"
+#include "transport/transport.h"
+
+namespace {
+
+constexpr const char* kVersion = "0.1.0";
+
+struct Options {
+  std::string fs_root;
+  std::string view = "";           // %r is replaced by the rank
+  std::string state_dir = "/run/pdm";
+  std::string transport = "auto";
+  std::string bind = "auto";
+  int heartbeat_timeout_ms = 2000;
+  int session_failure_timeout_ms = 60000;
+  int connect_timeout_ms = 60000;
+  int radix = 4;
+  int max_sessions_per_node = 4000;
+  std::string log_level = "info";
+};
+
+std::string ExpandRank(std::string pattern, int rank) {
+  for (size_t p; (p = pattern.find("%r")) != std::string::npos;) pattern.replace(p, 2, std::to_string(rank));
+  return pattern;
+}
+
+// Fixed-width strings for MPI_Allgather.
+constexpr int kSlot = 256;
+std::vector<std::string> AllgatherStrings(const std::string& mine, int size) {
+  std::vector<char> send(kSlot, 0), recv(size_t(kSlot) * size, 0);
+  std::strncpy(send.data(), mine.c_str(), kSlot - 1);
+  MPI_Allgather(send.data(), kSlot, MPI_CHAR, recv.data(), kSlot, MPI_CHAR, MPI_COMM_WORLD);
+  std::vector<std::string> out;
+  for (int i = 0; i < size; ++i) out.emplace_back(recv.data() + size_t(i) * kSlot);
+  return out;
+}
+
+int Fail(const std::string& what) {
+  spdlog::critical("{}", what);
+  MPI_Abort(MPI_COMM_WORLD, 1);
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"pdmd: pdm node agent (run one rank per node with mpirun or srun)"};
+  app.set_version_flag("--version", kVersion);
+  app.add_option("--fs-root", o.fs_root, "The shared file system this cluster manages")->required();
+  app.add_option("--view", o.view, "This node's view (mount point) of it; %r = rank (default: --fs-root)");
+  app.add_option("--state-dir", o.state_dir, "Sockets and cluster.json go here")->capture_default_str();
+  app.add_option("--transport", o.transport, "Control plane: auto (verbs if an RDMA device exists), tcp, verbs")
+      ->capture_default_str();
+  app.add_option("--bind", o.bind, "Address to listen on; auto = 127.0.0.1 when all ranks share a host, else the "
+                                   "host name's address")
+      ->capture_default_str();
+  app.add_option("--heartbeat-timeout-ms", o.heartbeat_timeout_ms,
+                 "A node silent this long is declared failed (heartbeats every 1/4 of it)")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 600000));
+  app.add_option("--session-failure-timeout-ms", o.session_failure_timeout_ms,
+                 "Synchronous events of a failed session node fail with EIO unless the session is assumed "
+                 "within this time")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 86400000));
+  app.add_option("--connect-timeout-ms", o.connect_timeout_ms, "Bootstrap: time for every rank to connect")
+      ->capture_default_str();
+  app.add_option("--radix", o.radix, "k of the k-nomial broadcast tree")->capture_default_str()->check(
+      CLI::Range(2, 64));
+  app.add_option("--max-sessions-per-node", o.max_sessions_per_node, "Session limit per node (ENOMEM beyond)")
+      ->capture_default_str();
+  app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  auto kind = pdm::ParseTransportKind(o.transport);
+  if (!kind.ok()) {
+    std::fprintf(stderr, "pdmd: %s\n", kind.status().message().c_str());
+    return 2;
+  }
+
+  MPI_Init(&argc, &argv);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  pdm::InitLogging("pdmd." + std::to_string(rank), o.log_level);
+  if (geteuid() != 0) spdlog::warn("pdmd is not running as root: DMAPI clients must be root, and so should pdmd");
+
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  auto hosts = AllgatherStrings(host, size);
+  std::string bind = o.bind;
+  if (bind == "auto") {
+    bool one_host = true;
+    for (const auto& h : hosts) one_host &= h == hosts[0];
+    bind = one_host ? "127.0.0.1" : host;
+  }
+
+  ::mkdir(o.state_dir.c_str(), 0755);
+  pdm::TransportOptions topts;
+  topts.rank = rank;
+  topts.size = size;
+  topts.bind_host = bind;
+  topts.failure_timeout_ms = o.heartbeat_timeout_ms;
+  topts.connect_timeout_ms = o.connect_timeout_ms;
+  if (rank == 0) topts.secret = pdm::auth::NewJobSecret();
+  MPI_Bcast(topts.secret.data(), static_cast<int>(topts.secret.size()), MPI_BYTE, 0, MPI_COMM_WORLD);
+
+  auto transport = pdm::MakeTransport(*kind, topts);
+  if (!transport.ok()) return Fail("transport: " + transport.status().ToString());
+  auto addr = (*transport)->Listen();
+  if (!addr.ok()) return Fail("transport listen: " + addr.status().ToString());
+  auto addrs = AllgatherStrings(*addr, size);
+  auto pids = AllgatherStrings(std::to_string(getpid()), size);
+
+  pdm::NodeOptions nopts;
+  nopts.rank = rank;
+  nopts.size = size;
+  nopts.radix = o.radix;
+  nopts.session_failure_timeout_ms = o.session_failure_timeout_ms;
+  nopts.max_sessions_per_node = o.max_sessions_per_node;
+  nopts.state_dir = o.state_dir;
+  for (int r = 0; r < size; ++r)
+    nopts.nodes.push_back(pdm::NodeStatic{r, std::atoi(pids[r].c_str()),
+                                          ExpandRank(o.view.empty() ? o.fs_root : o.view, r),
+                                          o.state_dir + "/node" + std::to_string(r) + ".sock"});
+  pdm::Node node(nopts, transport->get());
+  if (auto st = (*transport)->Start(addrs, &node); !st.ok()) return Fail("transport start: " + st.ToString());
+  pdm::LocalServer server(&node, nopts.nodes[rank].socket);
+  if (auto st = server.Start(); !st.ok()) return Fail("local API: " + st.ToString());
+
+  // Block the stop signals before any thread we start next inherits the mask.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+
+  MPI_Barrier(MPI_COMM_WORLD);  // every rank is up: the last MPI call
+  node.Start();
+  spdlog::info("rank {}/{} up: transport {} at {}, socket {}, view {}", rank, size, (*transport)->name(), *addr,
+               nopts.nodes[rank].socket, nopts.nodes[rank].view);
+
+  int sig = 0;
+  sigwait(&stop, &sig);
+  spdlog::info("rank {}: signal {}, stopping", rank, sig);
+  node.Stop();
+  server.Stop();
+  (*transport)->Stop();
+  spdlog::shutdown();
+  // No MPI_Finalize: it synchronises with every rank, and after a rank has
+  // died (the case we are built for) it would hang. Ranks stop one by one;
+  // mpirun --enable-recovery / srun accept an exit without it.
+  _exit(0);
+}
