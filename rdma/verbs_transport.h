@@ -68,16 +68,19 @@ class VerbsTransport final : public Transport {
   // Handler callbacks start once the mesh is complete (frames that arrive
   // earlier are held until then) and may run before Start() returns.
   Status Start(const std::vector<std::string>& addresses, Handler* handler) override;
-  // Copies the frame; returns before it is on the wire. kInvalidArgument
-  // (EMSGSIZE) for a frame over max_frame_bytes, kUnavailable for a peer that
-  // is not connected or has failed.
+  // Posts what credits allow at once and queues the rest (a copy); returns
+  // before the frame is on the wire and never blocks on the peer. The queue
+  // has no bound of its own: the control plane's protocol bounds its
+  // traffic. kInvalidArgument (EMSGSIZE) for a frame over max_frame_bytes,
+  // kUnavailable for a peer that is not connected or has failed.
   Status Send(int peer, std::span<const uint8_t> frame) override;
   // True for our own rank and for a peer that is connected and not failed.
   bool IsAlive(int peer) const override;
   // Joins the progress thread, disconnects every peer (they see
   // RDMA_CM_EVENT_DISCONNECTED) and frees the listener. No handler call
   // follows. Called from inside a handler it only asks the thread to stop;
-  // the destructor then finishes the job.
+  // a later Stop() or the destructor, from another thread, finishes the job
+  // (the transport must not be destroyed from inside its own handler).
   void Stop() override;
 
  private:

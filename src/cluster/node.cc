@@ -98,12 +98,12 @@ void Node::Flush(Outbox& out) {
 }
 
 void Node::WriteClusterJson() {
-  nlohmann::json j;
+  nlohmann::ordered_json j;
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (sm_ != opts_.rank || opts_.state_dir.empty()) return;
     j["session_manager"] = sm_;
-    j["nodes"] = nlohmann::json::array();
+    j["nodes"] = nlohmann::ordered_json::array();
     for (int r = 0; r < opts_.size; ++r) {
       const NodeStatic& n = opts_.nodes.at(r);
       j["nodes"].push_back(

@@ -324,13 +324,12 @@ TEST(CreditWindowSimulationTest, NeverRnrNeverDeadlocks) {
   }
 }
 
-// The reserve is what prevents deadlock: with the same schedule rules but
-// data allowed to take the last credit, two flooding sides jam. This checks
-// the simulation can detect the failure it guards against.
-TEST(CreditWindowSimulationTest, WithoutReserveBothSidesJam) {
-  // Model "no reserve" by spending credit-class for data: it may use the last
-  // credit. Both sides spend everything, then each owes the other but has no
-  // credit left to say so.
+// Why the reserve exists: if data could take the last credit, two flooding
+// sides would each end up owing the other a full window with no credit left
+// to say so. The first half plays that out (spending credit-class messages,
+// which may take the last credit, as if they were data); the second shows
+// that with the reserve respected a credit message can still go.
+TEST(CreditWindowTest, ReserveKeepsTheLastCreditForCreditMessages) {
   CreditWindow a(4, 1, 2);
   CreditWindow b(4, 1, 2);
   for (int k = 0; k < 4; ++k) {

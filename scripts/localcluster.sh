@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# A pdm cluster on one host, for tests and the demo.
+#
+#   scripts/localcluster.sh up N DIR [-- extra pdmd options]
+#   scripts/localcluster.sh down DIR
+#   scripts/localcluster.sh status DIR
+#
+# up: DIR/backing is the shared storage (an ext4 file system in a loop image,
+# DIR/backing.img, so that fanotify pre-content events work and the "shared
+# file system" has an identity of its own; a plain directory where loop
+# devices are unavailable), DIR/node0..N-1 are bind mounts of it (node k's
+# view: a program "on node k" uses DIR/nodek/...), DIR/archive and DIR/state.
+# It starts mpirun -np N build/bin/pdmd and waits until DIR/state/cluster.json
+# lists every rank. MPI bootstrap traffic stays on the loopback interface.
+#
+# Environment: PDM_BUILD (default ./build), PDM_BACKING_SIZE (default 4G),
+# PDM_UP_TIMEOUT seconds (default 60).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+build=${PDM_BUILD:-$here/build}
+
+die() { echo "localcluster: $*" >&2; exit 1; }
+
+cluster_up() {
+  local n=$1 dir=$2; shift 2
+  [ "${1:-}" = "--" ] && shift
+  [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] || die "N must be a positive number, got '$n'"
+  [ -x "$build/bin/pdmd" ] || die "no $build/bin/pdmd: build first (cmake --build build)"
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  [ -e "$dir/state/mpirun.pid" ] && kill -0 "$(cat "$dir/state/mpirun.pid")" 2>/dev/null &&
+    die "a cluster is already running in $dir (localcluster.sh down $dir)"
+  mkdir -p "$dir/backing" "$dir/archive" "$dir/state"
+  rm -f "$dir/state/cluster.json" "$dir/state"/node*.sock
+  if ! mountpoint -q "$dir/backing"; then
+    if truncate -s "${PDM_BACKING_SIZE:-4G}" "$dir/backing.img" 2>/dev/null &&
+       mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1 "$dir/backing.img" >/dev/null 2>&1 &&
+       mount -o loop "$dir/backing.img" "$dir/backing" 2>/dev/null; then
+      rmdir "$dir/backing/lost+found" 2>/dev/null || true
+    else
+      rm -f "$dir/backing.img"
+      echo "localcluster: no loop device; $dir/backing is a plain directory" >&2
+    fi
+  fi
+  for ((k = 0; k < n; k++)); do
+    mkdir -p "$dir/node$k"
+    mountpoint -q "$dir/node$k" || mount --bind "$dir/backing" "$dir/node$k"
+  done
+  echo "$n" > "$dir/state/size"
+  setsid mpirun --allow-run-as-root --oversubscribe --enable-recovery -np "$n" \
+    --mca btl self,tcp --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo \
+    "$build/bin/pdmd" --fs-root "$dir/backing" --view "$dir/node%r" --state-dir "$dir/state" "$@" \
+    > "$dir/state/pdmd.log" 2>&1 < /dev/null &
+  echo $! > "$dir/state/mpirun.pid"
+  local deadline=$((SECONDS + ${PDM_UP_TIMEOUT:-60}))
+  while :; do
+    if [ -s "$dir/state/cluster.json" ] &&
+       [ "$(grep -c '"rank"' "$dir/state/cluster.json")" -eq "$n" ]; then
+      break
+    fi
+    if ! kill -0 "$(cat "$dir/state/mpirun.pid")" 2>/dev/null; then
+      tail -20 "$dir/state/pdmd.log" >&2
+      die "pdmd exited during start (log: $dir/state/pdmd.log)"
+    fi
+    [ $SECONDS -lt $deadline ] || { tail -20 "$dir/state/pdmd.log" >&2; die "cluster not up after ${PDM_UP_TIMEOUT:-60}s"; }
+    sleep 0.1
+  done
+  echo "localcluster: $n nodes up in $dir (views $dir/node0..$((n - 1)), log $dir/state/pdmd.log)"
+}
+
+cluster_down() {
+  local dir=$1
+  [ -d "$dir" ] || die "no such directory: $dir"
+  dir=$(cd "$dir" && pwd)
+  if [ -f "$dir/state/mpirun.pid" ]; then
+    local pid
+    pid=$(cat "$dir/state/mpirun.pid")
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$dir/state/mpirun.pid"
+  fi
+  # Ranks that outlived mpirun (e.g. after a test's kill -9 games).
+  pkill -KILL -f "pdmd .*--state-dir $dir/state" 2>/dev/null || true
+  sleep 0.2
+  for v in "$dir"/node*; do
+    [ -d "$v" ] || continue
+    mountpoint -q "$v" && { umount "$v" 2>/dev/null || umount -l "$v"; }
+    rmdir "$v" 2>/dev/null || true
+  done
+  if mountpoint -q "$dir/backing"; then umount "$dir/backing" 2>/dev/null || umount -l "$dir/backing"; fi
+  rm -f "$dir/backing.img"
+  echo "localcluster: down ($dir)"
+}
+
+case "${1:-}" in
+  up) [ $# -ge 3 ] || die "usage: $0 up N DIR [-- pdmd options]"; shift; cluster_up "$@" ;;
+  down) [ $# -eq 2 ] || die "usage: $0 down DIR"; cluster_down "$2" ;;
+  status) [ $# -eq 2 ] || die "usage: $0 status DIR"; cat "$2/state/cluster.json" ;;
+  *) echo "usage: $0 up N DIR [-- pdmd options] | down DIR | status DIR" >&2; exit 2 ;;
+esac
