@@ -956,7 +956,8 @@ void VerbsTransport::Impl::BeginConnect(int j) {
     p.retry_at_ns = MonotonicNs() + kConnectRetryNs;
     return;
   }
-  auto conn = std::make_shared<Connection>(CmId(raw), Role::kConnector, j, fmt::format("peer {} at {}", j, p.addr_text));
+  auto conn =
+      std::make_shared<Connection>(CmId(raw), Role::kConnector, j, fmt::format("peer {} at {}", j, p.addr_text));
   raw->context = conn.get();
   Connection& c = *conn;
   conns_.push_back(std::move(conn));
@@ -1249,7 +1250,8 @@ void VerbsTransport::Impl::OnMessage(Connection& c, const WireHeader& h, std::sp
         waiting = peers_[r].state == PeerState::kWaiting;
       }
       if (!waiting) {
-        Refuse(c, AlreadyExists(fmt::format("verbs: {} claims rank {}, which is already connected or failed", c.name, r)));
+        Refuse(c, AlreadyExists(
+                      fmt::format("verbs: {} claims rank {}, which is already connected or failed", c.name, r)));
         return;
       }
       const auth::Welcome welcome = auth::MakeWelcome(opts_.secret, hello, opts_.rank);
