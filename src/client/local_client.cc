@@ -20,6 +20,8 @@ struct LocalClient::Req {
   int response = 0, err = 0;
   unsigned type = 0;
   const std::vector<uint8_t>* payload = nullptr;
+  const std::string* object = nullptr;
+  int right = 0;
 };
 
 namespace {
@@ -86,9 +88,11 @@ Status LocalClient::Call(const Req& q) {
   auto group = fbb.CreateString(q.group);
   flatbuffers::Offset<flatbuffers::Vector<uint8_t>> payload = 0;
   if (q.payload) payload = fbb.CreateVector(*q.payload);
+  flatbuffers::Offset<flatbuffers::Vector<uint8_t>> object = 0;
+  if (q.object) object = fbb.CreateVector(reinterpret_cast<const uint8_t*>(q.object->data()), q.object->size());
   auto req = local::CreateRequest(fbb, wire::kLocalVersion, q.op, q.sid, q.oldsid, info, group, q.fsid, q.events,
                                   q.token, q.max_msgs, q.wait, q.response, q.err, static_cast<uint8_t>(q.type), q.sync,
-                                  q.target_sid, payload, q.timeout_ms);
+                                  q.target_sid, payload, q.timeout_ms, object, q.right);
   fbb.Finish(req);
   uint32_t len = fbb.GetSize();
   uint8_t hdr[4];
@@ -261,6 +265,44 @@ Result<RaiseResult> LocalClient::Raise(uint64_t fsid, unsigned type, bool sync, 
   PDM_RETURN_IF_ERROR(Call(q));
   const local::Reply* r = Reply(reply_buf_);
   return RaiseResult{r->delivered(), r->response(), r->abort_errno(), r->sid()};
+}
+
+Status LocalClient::RightCall(int op, uint64_t sid, uint64_t token, const std::string& object, int right,
+                              bool wait) {
+  Req q;
+  q.op = static_cast<local::Op>(op);
+  q.sid = sid;
+  q.token = token;
+  q.object = &object;
+  q.right = right;
+  q.wait = wait;
+  return Call(q);
+}
+
+Status LocalClient::RequestRight(uint64_t sid, uint64_t token, const std::string& object, int right, bool wait) {
+  std::lock_guard<std::mutex> lk(mu_);
+  return RightCall(static_cast<int>(local::Op::RequestRight), sid, token, object, right, wait);
+}
+
+Status LocalClient::ReleaseRight(uint64_t sid, uint64_t token, const std::string& object) {
+  std::lock_guard<std::mutex> lk(mu_);
+  return RightCall(static_cast<int>(local::Op::ReleaseRight), sid, token, object, 0, false);
+}
+
+Result<int> LocalClient::QueryRight(uint64_t sid, uint64_t token, const std::string& object) {
+  std::lock_guard<std::mutex> lk(mu_);
+  PDM_RETURN_IF_ERROR(RightCall(static_cast<int>(local::Op::QueryRight), sid, token, object, 0, false));
+  return Reply(reply_buf_)->right();
+}
+
+Status LocalClient::UpgradeRight(uint64_t sid, uint64_t token, const std::string& object) {
+  std::lock_guard<std::mutex> lk(mu_);
+  return RightCall(static_cast<int>(local::Op::UpgradeRight), sid, token, object, 0, false);
+}
+
+Status LocalClient::DowngradeRight(uint64_t sid, uint64_t token, const std::string& object) {
+  std::lock_guard<std::mutex> lk(mu_);
+  return RightCall(static_cast<int>(local::Op::DowngradeRight), sid, token, object, 0, false);
 }
 
 Result<ClusterView> LocalClient::Cluster() {

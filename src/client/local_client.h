@@ -56,8 +56,16 @@ class LocalClient {
                             uint64_t target_sid = 0);
   Result<ClusterView> Cluster();
 
+  // DM rights (right: 1 SHARED, 2 EXCL), on the session node.
+  Status RequestRight(uint64_t sid, uint64_t token, const std::string& object, int right, bool wait);
+  Status ReleaseRight(uint64_t sid, uint64_t token, const std::string& object);
+  Result<int> QueryRight(uint64_t sid, uint64_t token, const std::string& object);
+  Status UpgradeRight(uint64_t sid, uint64_t token, const std::string& object);
+  Status DowngradeRight(uint64_t sid, uint64_t token, const std::string& object);
+
  private:
   struct Req;  // request fields, defined in the .cc
+  Status RightCall(int op, uint64_t sid, uint64_t token, const std::string& object, int right, bool wait);
   explicit LocalClient(UniqueFd fd) : fd_(std::move(fd)) {}
   // Sends `req`, reads the reply into reply_buf_; returns the decoded reply's
   // status (its err/message) and leaves the buffer for the caller to read.

@@ -149,7 +149,9 @@ void Node::SendSmCall(uint64_t req_id, const SmCall& c, Outbox& out) {
   auto frame = Envelope(wire::Body::SmRequest, [&](Fbb& fbb) {
     auto info = fbb.CreateString(c.info);
     auto group = fbb.CreateString(c.group);
-    return wire::CreateSmRequest(fbb, req_id, c.op, c.sid, info, group, c.fsid, c.events, c.rank);
+    auto object = fbb.CreateString(c.object);
+    return wire::CreateSmRequest(fbb, req_id, c.op, c.sid, info, group, c.fsid, c.events, c.rank, c.token, object,
+                                 c.right, c.wait);
   });
   if (sm_ == opts_.rank) {
     auto env = wire::DecodeEnvelope(frame);
@@ -175,16 +177,24 @@ Result<uint64_t> Node::CallSm(std::unique_lock<std::mutex>& lk, SmCall call) {
   return done.result_sid;
 }
 
+void Node::CompleteSmCall(uint64_t req_id, int err, uint64_t sid) {
+  auto it = sm_calls_.find(req_id);
+  if (it == sm_calls_.end() || it->second.done) return;
+  if (it->second.detached) {
+    if (err != 0) spdlog::warn("SM refused a background request {}: {}", req_id, std::strerror(err));
+    sm_calls_.erase(it);
+    return;
+  }
+  it->second.done = true;
+  it->second.err = err;
+  it->second.result_sid = sid;
+  cv_.notify_all();
+}
+
 void Node::ReplySm(int origin, uint64_t req_id, int err, uint64_t sid, Outbox& out) {
   if (origin < 0) return;
   if (origin == opts_.rank) {
-    auto it = sm_calls_.find(req_id);
-    if (it != sm_calls_.end()) {
-      it->second.done = true;
-      it->second.err = err;
-      it->second.result_sid = sid;
-      cv_.notify_all();
-    }
+    CompleteSmCall(req_id, err, sid);
     return;
   }
   out.frames.emplace_back(origin, Envelope(wire::Body::SmReply,
@@ -276,6 +286,10 @@ void Node::HandleSmRequest(int origin, const wire::SmRequest& r, std::span<const
     }
     case wire::SmOp::MarkDead:
       return fail(EINVAL, "MarkDead is decided by the SM itself");
+    case wire::SmOp::RequestRight:
+    case wire::SmOp::ReleaseRight:
+    case wire::SmOp::ReleaseToken:
+      return HandleRightRequest(origin, r, out);
   }
   fail(EINVAL, "unknown op");
 }
@@ -498,6 +512,14 @@ void Node::FinishRebuild(Outbox& out) {
   tables_ = std::move(next);
   rebuilding_ = false;
   reports_.clear();
+  // The lock table is rebuilt from what the holders report (claim 4); the
+  // waiters re-send their requests to us.
+  rights_.clear();
+  parked_.clear();
+  for (const auto& [token, objs] : held_rights_)
+    for (const auto& [obj, right] : objs) rights_[obj][token] = Hold{right, opts_.rank};
+  for (auto& [obj, th] : reported_rights_) rights_[obj][th.first] = th.second;
+  reported_rights_.clear();
   sm_ = opts_.rank;
   sm_ready_ = true;
   spdlog::warn("rank {}: now session manager (term {}, {} sessions)", opts_.rank, tables_.term,
@@ -525,13 +547,7 @@ void Node::OnFrame(int peer, std::span<const uint8_t> frame) {
         break;
       case wire::Body::SmReply: {
         const auto* r = env->body_as_SmReply();
-        auto it = sm_calls_.find(r->req_id());
-        if (it != sm_calls_.end() && !it->second.done) {
-          it->second.done = true;
-          it->second.err = r->err();
-          it->second.result_sid = r->sid();
-          cv_.notify_all();
-        }
+        CompleteSmCall(r->req_id(), r->err(), r->sid());
         break;
       }
       case wire::Body::Update:
@@ -543,7 +559,12 @@ void Node::OnFrame(int peer, std::span<const uint8_t> frame) {
       case wire::Body::StateQuery:
         out.frames.emplace_back(peer, Envelope(wire::Body::StateReport, [&](Fbb& fbb) {
                                   auto t = tables_.Build(fbb);
-                                  return wire::CreateStateReport(fbb, tables_.term, t);
+                                  std::vector<flatbuffers::Offset<wire::RightRec>> rr;
+                                  for (const auto& [token, objs] : held_rights_)
+                                    for (const auto& [obj, right] : objs)
+                                      rr.push_back(wire::CreateRightRec(fbb, fbb.CreateString(obj), token, right,
+                                                                        opts_.rank));
+                                  return wire::CreateStateReport(fbb, tables_.term, t, fbb.CreateVector(rr));
                                 }));
         break;
       case wire::Body::StateReport:
@@ -551,6 +572,10 @@ void Node::OnFrame(int peer, std::span<const uint8_t> frame) {
           Tables t;
           t.LoadFrom(*env->body_as_StateReport()->tables());
           reports_.push_back(std::move(t));
+          if (const auto* rr = env->body_as_StateReport()->rights())
+            for (const auto* r : *rr)
+              if (r->object())
+                reported_rights_.push_back({r->object()->str(), {r->token(), Hold{r->right(), peer}}});
           if (awaiting_reports_.empty()) FinishRebuild(out);
         }
         break;
@@ -622,6 +647,7 @@ void Node::OnPeerDown(int peer, const Status& why) {
       sm_ = LowestAlive();
       if (sm_ == opts_.rank && !rebuilding_) BecomeSmCandidate(out);
     } else if (sm_ == opts_.rank && sm_ready_) {
+      DropRightsOf(peer, out);
       Broadcast({[peer](Fbb& fbb) {
                   return wire::CreateChange(fbb, wire::ChangeKind::NodeDead, 0, 0, 0, 0, peer);
                 }},
@@ -958,6 +984,8 @@ Status Node::Respond(uint64_t sid, uint64_t token, int response, int err) {
     }
     QueuedEvent ev = std::move(it->second);
     q.outstanding.erase(it);
+    // Answering an event releases every right its token holds.
+    if (held_rights_.erase(token)) ReleaseTokenRights(token, out);
     if (ev.raiser == opts_.rank) {
       FinishRaised(token, response, err);
     } else if (ev.raiser >= 0 && ev.raiser < opts_.size && alive_[ev.raiser]) {
@@ -995,6 +1023,171 @@ ClusterView Node::Cluster() {
   v.nodes = opts_.nodes;
   v.alive = alive_;
   return v;
+}
+
+}  // namespace pdm
+
+namespace pdm {
+
+// ---------------------------------------------------------------------------
+// Rights. The SM holds the one lock table; the session node keeps what its
+// tokens hold (to answer queries and to report to a new SM).
+
+namespace {
+constexpr int kRightNull = 0, kRightShared = 1, kRightExcl = 2;
+}
+
+Status Node::CheckToken(uint64_t sid, uint64_t token) const {
+  PDM_RETURN_IF_ERROR(CheckOwnSession(sid));
+  if (token == 0 || token == ~uint64_t(0)) return InvalidArgument("DM_NO_TOKEN / DM_INVALID_TOKEN");
+  auto q = queues_.find(sid);
+  if (q == queues_.end() || !q->second.outstanding.count(token))
+    return NotFound("token " + std::to_string(token) + " is not outstanding on session " + std::to_string(sid),
+                    ESRCH);
+  return Status::Ok();
+}
+
+bool Node::TryGrant(const std::string& object, uint64_t token, int right, int holder) {
+  auto& holders = rights_[object];
+  for (const auto& [t, h] : holders)
+    if (t != token && (right == kRightExcl || h.right == kRightExcl)) return false;
+  holders[token] = Hold{right, holder};
+  return true;
+}
+
+void Node::RetryParked(Outbox& out) {
+  for (auto it = parked_.begin(); it != parked_.end();) {
+    if (TryGrant(it->object, it->token, it->right, it->origin)) {
+      ReplySm(it->origin, it->req_id, 0, 0, out);
+      it = parked_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Node::DropRightsOf(int rank, Outbox& out) {
+  // GPFS semantics: a failed session node's tokens, and their rights, are gone.
+  for (auto& [obj, holders] : rights_) std::erase_if(holders, [&](const auto& kv) { return kv.second.holder == rank; });
+  std::erase_if(parked_, [&](const Parked& p) { return p.origin == rank; });
+  RetryParked(out);
+}
+
+void Node::ReleaseTokenRights(uint64_t token, Outbox& out) {
+  SmCall c;
+  c.op = wire::SmOp::ReleaseToken;
+  c.token = token;
+  c.detached = true;
+  const uint64_t req_id = next_req_id_++;
+  auto [it, inserted] = sm_calls_.emplace(req_id, std::move(c));
+  if (sm_ready_) SendSmCall(req_id, it->second, out);
+}
+
+void Node::HandleRightRequest(int origin, const wire::SmRequest& r, Outbox& out) {
+  const std::string object = r.object() ? r.object()->str() : "";
+  switch (r.op()) {
+    case wire::SmOp::RequestRight:
+      if (r.right() != kRightShared && r.right() != kRightExcl)
+        return ReplySm(origin, r.req_id(), EINVAL, 0, out);
+      if (TryGrant(object, r.token(), r.right(), origin)) return ReplySm(origin, r.req_id(), 0, 0, out);
+      if (!r.wait()) return ReplySm(origin, r.req_id(), EAGAIN, 0, out);
+      parked_.push_back(Parked{origin, r.req_id(), r.token(), object, r.right()});
+      return;
+    case wire::SmOp::ReleaseRight:
+      if (auto it = rights_.find(object); it != rights_.end()) {
+        it->second.erase(r.token());
+        if (it->second.empty()) rights_.erase(it);
+      }
+      ReplySm(origin, r.req_id(), 0, 0, out);
+      return RetryParked(out);
+    case wire::SmOp::ReleaseToken:
+      for (auto it = rights_.begin(); it != rights_.end();) {
+        it->second.erase(r.token());
+        it = it->second.empty() ? rights_.erase(it) : std::next(it);
+      }
+      std::erase_if(parked_, [&](const Parked& p) { return p.token == r.token(); });
+      ReplySm(origin, r.req_id(), 0, 0, out);
+      return RetryParked(out);
+    default:
+      return ReplySm(origin, r.req_id(), EINVAL, 0, out);
+  }
+}
+
+Status Node::RequestRight(uint64_t sid, uint64_t token, const std::string& object, int right, bool wait) {
+  if (right != kRightShared && right != kRightExcl) return InvalidArgument("right must be SHARED or EXCL");
+  std::unique_lock<std::mutex> lk(mu_);
+  PDM_RETURN_IF_ERROR(CheckToken(sid, token));
+  int cur = kRightNull;
+  if (auto t = held_rights_.find(token); t != held_rights_.end())
+    if (auto o = t->second.find(object); o != t->second.end()) cur = o->second;
+  if (cur >= right) return Status::Ok();  // holding it (or more) already
+  SmCall c;
+  c.op = wire::SmOp::RequestRight;
+  c.sid = sid;
+  c.token = token;
+  c.object = object;
+  c.right = right;
+  c.wait = wait;
+  auto r = CallSm(lk, std::move(c));
+  if (!r.ok()) return r.status().err() == EAGAIN ? Unavailable("right is held by another token", EAGAIN) : r.status();
+  held_rights_[token][object] = right;
+  return Status::Ok();
+}
+
+Status Node::ReleaseRight(uint64_t sid, uint64_t token, const std::string& object) {
+  std::unique_lock<std::mutex> lk(mu_);
+  PDM_RETURN_IF_ERROR(CheckToken(sid, token));
+  auto t = held_rights_.find(token);
+  if (t == held_rights_.end() || !t->second.erase(object))
+    return PermissionDenied("token holds no right on that object", EACCES);
+  if (t->second.empty()) held_rights_.erase(t);
+  SmCall c;
+  c.op = wire::SmOp::ReleaseRight;
+  c.sid = sid;
+  c.token = token;
+  c.object = object;
+  auto r = CallSm(lk, std::move(c));
+  return r.ok() ? Status::Ok() : r.status();
+}
+
+Result<int> Node::QueryRight(uint64_t sid, uint64_t token, const std::string& object) {
+  std::lock_guard<std::mutex> lk(mu_);
+  PDM_RETURN_IF_ERROR(CheckToken(sid, token));
+  auto t = held_rights_.find(token);
+  if (t == held_rights_.end()) return kRightNull;
+  auto o = t->second.find(object);
+  return o == t->second.end() ? kRightNull : o->second;
+}
+
+Status Node::UpgradeRight(uint64_t sid, uint64_t token, const std::string& object) {
+  auto cur = QueryRight(sid, token, object);
+  if (!cur.ok()) return cur.status();
+  if (*cur == kRightNull) return PermissionDenied("no right to upgrade", EACCES);
+  if (*cur == kRightExcl) return Status::Ok();
+  // Upgrade does not wait: another SHARED holder makes it EAGAIN (as XFS).
+  return RequestRight(sid, token, object, kRightExcl, false);
+}
+
+Status Node::DowngradeRight(uint64_t sid, uint64_t token, const std::string& object) {
+  std::unique_lock<std::mutex> lk(mu_);
+  PDM_RETURN_IF_ERROR(CheckToken(sid, token));
+  auto t = held_rights_.find(token);
+  if (t == held_rights_.end() || !t->second.count(object) || t->second[object] != kRightExcl)
+    return PermissionDenied("token does not hold DM_RIGHT_EXCL on that object", EACCES);
+  SmCall c;
+  c.op = wire::SmOp::RequestRight;  // SHARED over our own EXCL: always granted
+  c.sid = sid;
+  c.token = token;
+  c.object = object;
+  c.right = kRightShared;
+  auto r = CallSm(lk, std::move(c));
+  if (!r.ok()) return r.status();
+  held_rights_[token][object] = kRightShared;
+  Outbox out;
+  RetryParked(out);  // a no-op unless we are the SM: the SM retries on grant
+  lk.unlock();
+  Flush(out);
+  return Status::Ok();
 }
 
 }  // namespace pdm

@@ -99,6 +99,16 @@ class Node final : public Transport::Handler {
   // after the session failure timeout.
   Result<RaiseOutcome> Raise(const RaiseSpec& spec);
 
+  // --- DM rights, cluster-wide (session node; token outstanding there) -----
+  // The SM keeps the one lock table, so two tokens on two nodes never both
+  // hold EXCL on an object. `object` is the object's DM handle bytes.
+  // Not available now and !wait: EAGAIN. Rights die with the token's answer.
+  Status RequestRight(uint64_t sid, uint64_t token, const std::string& object, int right, bool wait);
+  Status ReleaseRight(uint64_t sid, uint64_t token, const std::string& object);
+  Result<int> QueryRight(uint64_t sid, uint64_t token, const std::string& object);
+  Status UpgradeRight(uint64_t sid, uint64_t token, const std::string& object);
+  Status DowngradeRight(uint64_t sid, uint64_t token, const std::string& object);
+
   ClusterView Cluster();
   int rank() const { return opts_.rank; }
 
@@ -120,6 +130,11 @@ class Node final : public Transport::Handler {
     std::string info, group;
     uint64_t fsid = 0, events = 0;
     int rank = -1;
+    uint64_t token = 0;
+    std::string object;
+    int right = 0;
+    bool wait = false;
+    bool detached = false;  // nobody waits: forgotten once answered
     bool done = false;
     int err = 0;
     uint64_t result_sid = 0;
@@ -176,10 +191,18 @@ class Node final : public Transport::Handler {
   void SendEvent(Raised& r, Outbox& out);
   void ResendForSession(uint64_t sid, Outbox& out);
   void FinishRaised(uint64_t token, int response, int err);
+  void CompleteSmCall(uint64_t req_id, int err, uint64_t sid);
   void ReplySm(int origin, uint64_t req_id, int err, uint64_t sid, Outbox& out);
   int LowestAlive() const;
   std::vector<int> AliveRanks(int root) const;
   Status CheckOwnSession(uint64_t sid) const;
+  Status CheckToken(uint64_t sid, uint64_t token) const;
+  // SM side of rights.
+  void HandleRightRequest(int origin, const wire::SmRequest& r, Outbox& out);
+  bool TryGrant(const std::string& object, uint64_t token, int right, int holder);
+  void RetryParked(Outbox& out);
+  void DropRightsOf(int rank, Outbox& out);
+  void ReleaseTokenRights(uint64_t token, Outbox& out);
 
   void Flush(Outbox& out);           // mu_ NOT held
   void WriteClusterJson();           // mu_ NOT held
@@ -211,6 +234,24 @@ class Node final : public Transport::Handler {
     QueuedEvent ev;
   };
   std::vector<Stray> strays_;  // events that arrived before their session did
+
+  // Rights this node's tokens hold: token -> object -> right.
+  std::map<uint64_t, std::map<std::string, int>> held_rights_;
+  // SM only: the cluster's lock table and requests waiting on it (FIFO).
+  struct Hold {
+    int right;
+    int holder;
+  };
+  std::map<std::string, std::map<uint64_t, Hold>> rights_;
+  struct Parked {
+    int origin;
+    uint64_t req_id;
+    uint64_t token;
+    std::string object;
+    int right;
+  };
+  std::deque<Parked> parked_;
+  std::vector<std::pair<std::string, std::pair<uint64_t, Hold>>> reported_rights_;  // during rebuild
   bool stopping_ = false;
 
   std::thread timer_;

@@ -36,6 +36,7 @@ struct ReplyFields {
   bool with_cluster = false;
   bool delivered = false;
   int abort_errno = 0;
+  int right = 0;
   ClusterView cluster;
 };
 
@@ -65,7 +66,7 @@ void Finish(Fbb& fbb, const ReplyFields& f, int rank, int sm) {
     }
   auto reply = local::CreateReply(fbb, wire::kLocalVersion, f.err, msg, f.sid, rank, sm, f.response, f.events_mask,
                                   fbb.CreateVector(ss), fbb.CreateVector(es), fbb.CreateVector(ds),
-                                  fbb.CreateVector(ns), f.abort_errno, f.delivered);
+                                  fbb.CreateVector(ns), f.abort_errno, f.delivered, f.right);
   fbb.Finish(reply);
 }
 
@@ -239,6 +240,24 @@ void LocalServer::Serve(int fd) {
       case local::Op::Pending: {
         auto res = node_->Outstanding(r.sid());
         if (res.ok()) f.events = std::move(*res); else SetError(f, res.status());
+        break;
+      }
+      case local::Op::RequestRight:
+      case local::Op::ReleaseRight:
+      case local::Op::QueryRight:
+      case local::Op::UpgradeRight:
+      case local::Op::DowngradeRight: {
+        const std::string object = r.object() ? std::string(r.object()->begin(), r.object()->end()) : "";
+        Status st;
+        if (r.op() == local::Op::RequestRight) st = node_->RequestRight(r.sid(), r.token(), object, r.right(), r.wait());
+        if (r.op() == local::Op::ReleaseRight) st = node_->ReleaseRight(r.sid(), r.token(), object);
+        if (r.op() == local::Op::UpgradeRight) st = node_->UpgradeRight(r.sid(), r.token(), object);
+        if (r.op() == local::Op::DowngradeRight) st = node_->DowngradeRight(r.sid(), r.token(), object);
+        if (r.op() == local::Op::QueryRight) {
+          auto q = node_->QueryRight(r.sid(), r.token(), object);
+          if (q.ok()) f.right = *q; else st = q.status();
+        }
+        if (!st.ok()) SetError(f, st);
         break;
       }
       case local::Op::FindEvent: {

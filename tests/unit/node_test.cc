@@ -273,3 +273,92 @@ TEST(Node, ManySessionsPerNodeAndTheLimit) {
 
 }  // namespace
 }  // namespace pdm
+
+namespace pdm {
+namespace {
+
+// A token outstanding on `sid` (session on node s), raised from node r.
+uint64_t OutstandingToken(InProcessCluster& c, int s, uint64_t sid, uint64_t fsid, int r,
+                          std::vector<std::future<Result<RaiseOutcome>>>& raisers) {
+  raisers.push_back(std::async(std::launch::async, [&c, r, fsid] {
+    RaiseSpec spec;
+    spec.fsid = fsid;
+    spec.type = 22;
+    spec.sync = true;
+    return c.n[r]->Raise(spec);
+  }));
+  auto evs = c.n[s]->GetEvents(sid, 1, true, 5000);
+  EXPECT_TRUE(evs.ok());
+  return evs.ok() && !evs->empty() ? (*evs)[0].token : 0;
+}
+
+TEST(NodeRights, ExclusiveRightsExcludeEachOtherAcrossNodes) {
+  InProcessCluster c(3);
+  uint64_t a = *c.n[1]->CreateSession(0, "a"), b = *c.n[2]->CreateSession(0, "b");
+  ASSERT_TRUE(c.n[1]->SetDisp(a, 1, 1u << 22).ok());
+  ASSERT_TRUE(c.n[2]->SetDisp(b, 2, 1u << 22).ok());
+  std::vector<std::future<Result<RaiseOutcome>>> raisers;
+  uint64_t ta = OutstandingToken(c, 1, a, 1, 0, raisers), tb = OutstandingToken(c, 2, b, 2, 0, raisers);
+  const std::string obj = "handle-of-file-x";
+  ASSERT_TRUE(c.n[1]->RequestRight(a, ta, obj, 2, false).ok());
+  EXPECT_EQ(c.n[2]->RequestRight(b, tb, obj, 2, false).err(), EAGAIN);
+  EXPECT_EQ(c.n[2]->RequestRight(b, tb, obj, 1, false).err(), EAGAIN);
+  EXPECT_EQ(*c.n[1]->QueryRight(a, ta, obj), 2);
+  EXPECT_EQ(*c.n[2]->QueryRight(b, tb, obj), 0);
+  EXPECT_EQ(c.n[1]->RequestRight(a, ta + 99, obj, 2, false).err(), ESRCH);
+  EXPECT_EQ(c.n[0]->RequestRight(a, ta, obj, 2, false).err(), EINVAL);  // not the session node
+  // A waiter is granted when the holder lets go.
+  auto waiter = std::async(std::launch::async, [&] { return c.n[2]->RequestRight(b, tb, obj, 2, true); });
+  EXPECT_EQ(waiter.wait_for(std::chrono::milliseconds(200)), std::future_status::timeout);
+  ASSERT_TRUE(c.n[1]->DowngradeRight(a, ta, obj).ok());
+  EXPECT_EQ(waiter.wait_for(std::chrono::milliseconds(200)), std::future_status::timeout);  // SHARED still blocks EXCL
+  ASSERT_TRUE(c.n[1]->ReleaseRight(a, ta, obj).ok());
+  ASSERT_TRUE(waiter.get().ok());
+  EXPECT_EQ(*c.n[2]->QueryRight(b, tb, obj), 2);
+  EXPECT_EQ(c.n[1]->ReleaseRight(a, ta, obj).err(), EACCES);
+  // Answering the event releases the token's rights.
+  ASSERT_TRUE(c.n[2]->Respond(b, tb, kRespContinue, 0).ok());
+  ASSERT_TRUE(c.n[1]->RequestRight(a, ta, obj, 2, false).ok());
+  ASSERT_TRUE(c.n[1]->Respond(a, ta, kRespContinue, 0).ok());
+  for (auto& r : raisers) EXPECT_EQ(r.get()->response, kRespContinue);
+}
+
+TEST(NodeRights, SharedRightsCoexistAndUpgradeNeedsSoleHolder) {
+  InProcessCluster c(2);
+  uint64_t a = *c.n[0]->CreateSession(0, "a"), b = *c.n[1]->CreateSession(0, "b");
+  ASSERT_TRUE(c.n[0]->SetDisp(a, 1, 1u << 22).ok());
+  ASSERT_TRUE(c.n[1]->SetDisp(b, 2, 1u << 22).ok());
+  std::vector<std::future<Result<RaiseOutcome>>> raisers;
+  uint64_t ta = OutstandingToken(c, 0, a, 1, 1, raisers), tb = OutstandingToken(c, 1, b, 2, 0, raisers);
+  ASSERT_TRUE(c.n[0]->RequestRight(a, ta, "o", 1, false).ok());
+  ASSERT_TRUE(c.n[1]->RequestRight(b, tb, "o", 1, false).ok());
+  EXPECT_EQ(c.n[0]->UpgradeRight(a, ta, "o").err(), EAGAIN);
+  ASSERT_TRUE(c.n[1]->ReleaseRight(b, tb, "o").ok());
+  ASSERT_TRUE(c.n[0]->UpgradeRight(a, ta, "o").ok());
+  EXPECT_EQ(*c.n[0]->QueryRight(a, ta, "o"), 2);
+  EXPECT_EQ(c.n[1]->DowngradeRight(b, tb, "o").err(), EACCES);
+  ASSERT_TRUE(c.n[0]->Respond(a, ta, kRespContinue, 0).ok());
+  ASSERT_TRUE(c.n[1]->Respond(b, tb, kRespContinue, 0).ok());
+  for (auto& r : raisers) (void)r.get();
+}
+
+TEST(NodeRights, RightsSurviveSmFailoverAndDieWithTheirSessionNode) {
+  InProcessCluster c(4);
+  uint64_t a = *c.n[1]->CreateSession(0, "a"), b = *c.n[2]->CreateSession(0, "b");
+  ASSERT_TRUE(c.n[1]->SetDisp(a, 1, 1u << 22).ok());
+  ASSERT_TRUE(c.n[2]->SetDisp(b, 2, 1u << 22).ok());
+  std::vector<std::future<Result<RaiseOutcome>>> raisers;
+  uint64_t ta = OutstandingToken(c, 1, a, 1, 3, raisers), tb = OutstandingToken(c, 2, b, 2, 3, raisers);
+  ASSERT_TRUE(c.n[1]->RequestRight(a, ta, "o", 2, false).ok());
+  c.Kill(0);  // the SM and its lock table go; node 1 reports its EXCL to the new SM
+  ASSERT_TRUE(Eventually([&] { return c.n[2]->Cluster().session_manager == 1; }));
+  EXPECT_EQ(c.n[2]->RequestRight(b, tb, "o", 2, false).err(), EAGAIN);
+  auto waiter = std::async(std::launch::async, [&] { return c.n[2]->RequestRight(b, tb, "o", 2, true); });
+  c.Kill(1);  // the holder's session node dies: its rights go with it
+  ASSERT_EQ(waiter.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  EXPECT_TRUE(waiter.get().ok());
+  ASSERT_TRUE(c.n[2]->Respond(b, tb, kRespContinue, 0).ok());
+}
+
+}  // namespace
+}  // namespace pdm
