@@ -288,6 +288,7 @@ typedef struct dm_eventmsg {
 	dm_sequence_t  ev_sequence;
 	dm_vardata_t   ev_data;         /* the event-specific structure below */
 	dm_nodeid_t    ev_nodeid;       /* pdm extension: rank that raised it */
+	uint32_t       ev_pad1;         /* pdm: reserved, zero */
 } dm_eventmsg_t;
 
 /* ev_data of DM_EVENT_CANCEL */

@@ -24,7 +24,11 @@ namespace {
 
 constexpr uint8_t kKindData = 0;
 constexpr uint8_t kKindHeartbeat = 1;
-constexpr size_t kHeaderBytes = 5;
+// [u32 len][u8 kind][3 bytes zero] then the payload padded to 8 bytes, so
+// every payload starts 8-aligned in the receive buffer (FlatBuffers reads
+// scalars in place and requires their natural alignment).
+constexpr size_t kHeaderBytes = 8;
+constexpr size_t Padded(size_t n) { return (n + 7) & ~size_t(7); }
 constexpr uint32_t kWakeTag = 0xffffffffu;
 constexpr uint32_t kTimerTag = 0xfffffffeu;
 constexpr uint32_t kListenTag = 0xfffffffdu;
@@ -221,16 +225,19 @@ Status TcpTransport::SendRaw(int peer, uint8_t kind, std::span<const uint8_t> pa
     return InvalidArgument("tcp: send to invalid rank " + std::to_string(peer));
   Peer& p = *peers_[peer];
   if (p.state.load() != PeerState::kUp) return Unavailable("tcp: rank " + std::to_string(peer) + " is down", ECONNRESET);
-  uint8_t hdr[kHeaderBytes];
+  uint8_t hdr[kHeaderBytes] = {0};
   uint32_t len = static_cast<uint32_t>(payload.size());
   std::memcpy(hdr, &len, 4);  // little endian on every platform we build for
   hdr[4] = kind;
-  iovec iov[2] = {{hdr, kHeaderBytes}, {const_cast<uint8_t*>(payload.data()), payload.size()}};
-  size_t total = kHeaderBytes + payload.size(), done = 0;
+  static const uint8_t kZeros[8] = {0};
+  iovec iov[3] = {{hdr, kHeaderBytes},
+                  {const_cast<uint8_t*>(payload.data()), payload.size()},
+                  {const_cast<uint8_t*>(kZeros), Padded(payload.size()) - payload.size()}};
+  size_t total = kHeaderBytes + Padded(payload.size()), done = 0;
   std::lock_guard<std::mutex> lock(p.send_mu);
   while (done < total) {
     msghdr msg{};
-    iovec cur[2];
+    iovec cur[3];
     int n = 0;
     size_t skip = done;
     for (auto& v : iov) {
@@ -307,10 +314,10 @@ void TcpTransport::OnReadable(int peer) {
                                      EBADMSG));
       return;
     }
-    if (p.rx.size() - off - kHeaderBytes < len) break;
+    if (p.rx.size() - off - kHeaderBytes < Padded(len)) break;
     if (kind == kKindData && handler_)
       handler_->OnFrame(peer, std::span<const uint8_t>(p.rx.data() + off + kHeaderBytes, len));
-    off += kHeaderBytes + len;
+    off += kHeaderBytes + Padded(len);
     if (p.state.load() != PeerState::kUp) return;
   }
   if (off > 0) p.rx.erase(p.rx.begin(), p.rx.begin() + static_cast<long>(off));

@@ -1,7 +1,8 @@
 // TcpTransport: the control plane over TCP sockets (clusters without RDMA,
 // and machines like our CI host).
 //
-// Wire: every frame is [u32 length, little endian][u8 kind][length bytes];
+// Wire: every frame is [u32 length, little endian][u8 kind][3 zero bytes]
+// [length bytes, zero-padded to a multiple of 8] (payloads stay 8-aligned);
 // kind 0 carries a payload for the handler, kind 1 is a heartbeat (empty).
 // Connections: rank i connects to every j < i and accepts from every j > i;
 // each runs the auth handshake (transport/auth.h) before any frame counts.

@@ -103,10 +103,10 @@ TEST(TcpTransport, SilentPeerIsDetectedByHeartbeatTimeout) {
   // A peer whose process is stopped (SIGSTOP-like: socket open, no traffic)
   // must be declared failed by the heartbeat timeout, not only by EOF.
   JobSecret s = auth::NewJobSecret();
+  Recorder h;
   TcpTransport a(Opts(0, 2, s, 400));
   auto addr = a.Listen();
   ASSERT_TRUE(addr.ok());
-  Recorder h;
   auto started = std::async(std::launch::async, [&] { return a.Start({*addr, ""}, &h); });
   // Rank 1 by hand: handshake, then silence.
   auto colon = addr->rfind(':');
@@ -133,11 +133,11 @@ TEST(TcpTransport, SilentPeerIsDetectedByHeartbeatTimeout) {
 
 TEST(TcpTransport, WrongJobSecretIsRefused) {
   JobSecret good = auth::NewJobSecret(), bad = auth::NewJobSecret();
+  Recorder ha, hb;  // declared first: they outlive the transports that call them
   TcpTransport a(Opts(0, 2, good));
   TcpTransport b(Opts(1, 2, bad));
   auto aa = a.Listen(), ba = b.Listen();
   ASSERT_TRUE(aa.ok() && ba.ok());
-  Recorder ha, hb;
   auto fa = std::async(std::launch::async, [&] { return a.Start({*aa, *ba}, &ha); });
   auto fb = std::async(std::launch::async, [&] { return b.Start({*aa, *ba}, &hb); });
   Status sa = fa.get(), sb = fb.get();
@@ -149,10 +149,10 @@ TEST(TcpTransport, WrongJobSecretIsRefused) {
 
 TEST(TcpTransport, ForgedHelloWithWrongSecretThenRealPeerConnects) {
   JobSecret s = auth::NewJobSecret();
+  Recorder ha, hb;
   TcpTransport a(Opts(0, 2, s));
   TcpTransport b(Opts(1, 2, s));
   auto aa = a.Listen(), ba = b.Listen();
-  Recorder ha, hb;
   auto fa = std::async(std::launch::async, [&] { return a.Start({*aa, *ba}, &ha); });
   // An impostor claiming rank 1 with the wrong secret: refused and closed.
   {
