@@ -22,6 +22,8 @@ struct LocalClient::Req {
   const std::vector<uint8_t>* payload = nullptr;
   const std::string* object = nullptr;
   int right = 0;
+  uint64_t max_bytes = 0;
+  unsigned overhead = 0;
 };
 
 namespace {
@@ -92,7 +94,8 @@ Status LocalClient::Call(const Req& q) {
   if (q.object) object = fbb.CreateVector(reinterpret_cast<const uint8_t*>(q.object->data()), q.object->size());
   auto req = local::CreateRequest(fbb, wire::kLocalVersion, q.op, q.sid, q.oldsid, info, group, q.fsid, q.events,
                                   q.token, q.max_msgs, q.wait, q.response, q.err, static_cast<uint8_t>(q.type), q.sync,
-                                  q.target_sid, payload, q.timeout_ms, object, q.right);
+                                  q.target_sid, payload, q.timeout_ms, object, q.right, q.max_bytes,
+                                  q.overhead);
   fbb.Finish(req);
   uint32_t len = fbb.GetSize();
   uint8_t hdr[4];
@@ -215,6 +218,54 @@ Result<std::vector<QueuedEvent>> LocalClient::GetEvents(uint64_t sid, unsigned m
   if (auto* e = Reply(reply_buf_)->events())
     for (const auto* x : *e) v.push_back(ReadEvent(*x));
   return v;
+}
+
+Result<std::vector<QueuedEvent>> LocalClient::GetEventsFitting(uint64_t sid, unsigned max_msgs, bool wait,
+                                                               size_t max_bytes, size_t overhead, size_t* needed) {
+  std::lock_guard<std::mutex> lk(mu_);
+  Req q;
+  q.op = local::Op::GetEvents;
+  q.sid = sid;
+  q.max_msgs = max_msgs;
+  q.wait = wait;
+  q.max_bytes = max_bytes;
+  q.overhead = static_cast<unsigned>(overhead);
+  Status st = Call(q);
+  if (needed && !reply_buf_.empty()) *needed = Reply(reply_buf_)->needed();
+  PDM_RETURN_IF_ERROR(st);
+  std::vector<QueuedEvent> v;
+  if (auto* e = Reply(reply_buf_)->events())
+    for (const auto* x : *e) v.push_back(ReadEvent(*x));
+  return v;
+}
+
+Result<uint64_t> LocalClient::CreateUserEvent(uint64_t sid, const std::vector<uint8_t>& payload) {
+  std::lock_guard<std::mutex> lk(mu_);
+  Req q;
+  q.op = local::Op::CreateUserEvent;
+  q.sid = sid;
+  q.payload = &payload;
+  PDM_RETURN_IF_ERROR(Call(q));
+  return Reply(reply_buf_)->token();
+}
+
+Status LocalClient::MoveEvent(uint64_t src, uint64_t token, uint64_t dst) {
+  std::lock_guard<std::mutex> lk(mu_);
+  Req q;
+  q.op = local::Op::MoveEvent;
+  q.sid = src;
+  q.token = token;
+  q.target_sid = dst;
+  return Call(q);
+}
+
+Status LocalClient::Pending(uint64_t sid, uint64_t token) {
+  std::lock_guard<std::mutex> lk(mu_);
+  Req q;
+  q.op = local::Op::PendingToken;
+  q.sid = sid;
+  q.token = token;
+  return Call(q);
 }
 
 Status LocalClient::Respond(uint64_t sid, uint64_t token, int response, int err) {

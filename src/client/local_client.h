@@ -48,6 +48,12 @@ class LocalClient {
   Status SetFsEvents(uint64_t sid, uint64_t fsid, uint64_t events);
   Result<uint64_t> GetFsEvents(uint64_t fsid);
   Result<std::vector<QueuedEvent>> GetEvents(uint64_t sid, unsigned max_msgs, bool wait, unsigned timeout_ms = 0);
+  // GetEvents with a byte budget (see Node::GetEvents); on E2BIG *needed is set.
+  Result<std::vector<QueuedEvent>> GetEventsFitting(uint64_t sid, unsigned max_msgs, bool wait, size_t max_bytes,
+                                                    size_t overhead, size_t* needed);
+  Result<uint64_t> CreateUserEvent(uint64_t sid, const std::vector<uint8_t>& payload);
+  Status MoveEvent(uint64_t src, uint64_t token, uint64_t dst);
+  Status Pending(uint64_t sid, uint64_t token);
   Status Respond(uint64_t sid, uint64_t token, int response, int err);
   Result<std::vector<QueuedEvent>> Outstanding(uint64_t sid);
   Result<QueuedEvent> FindEvent(uint64_t sid, uint64_t token);

@@ -31,7 +31,8 @@ std::vector<uint8_t> EventFrame(const QueuedEvent& ev) {
   });
 }
 
-constexpr unsigned kEventMount = 1;
+constexpr unsigned kEventMount = 1;  // DM_EVENT_MOUNT: the only DONTCARE-able event
+constexpr unsigned kEventUser = 22;  // DM_EVENT_USER
 // How long an event for a session not (yet) owned here is kept.
 constexpr int64_t kStrayLifetimeNs = 30'000'000'000LL;  // DM_EVENT_MOUNT: the only DONTCARE-able event
 
@@ -922,7 +923,8 @@ uint64_t Node::GetFsEvents(uint64_t fsid) {
   return it == tables_.fs_events.end() ? 0 : it->second;
 }
 
-Result<std::vector<QueuedEvent>> Node::GetEvents(uint64_t sid, unsigned max_msgs, bool wait, unsigned timeout_ms) {
+Result<std::vector<QueuedEvent>> Node::GetEvents(uint64_t sid, unsigned max_msgs, bool wait, unsigned timeout_ms,
+                                                 size_t max_bytes, size_t overhead, size_t* needed) {
   std::unique_lock<std::mutex> lk(mu_);
   PDM_RETURN_IF_ERROR(CheckOwnSession(sid));
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
@@ -945,7 +947,17 @@ Result<std::vector<QueuedEvent>> Node::GetEvents(uint64_t sid, unsigned max_msgs
   }
   SessionQueue& q = queues_.at(sid);
   std::vector<QueuedEvent> out;
+  // A message takes overhead + payload, 8-aligned, in the caller's buffer.
+  auto size_of = [&](const QueuedEvent& e) { return (overhead + e.payload.size() + 7) & ~size_t(7); };
+  if (max_bytes != 0 && size_of(q.pending.front()) > max_bytes) {
+    // Nothing is dequeued: the caller learns the size and asks again.
+    if (needed) *needed = size_of(q.pending.front());
+    return InvalidArgument("buffer too small for the first event", E2BIG);
+  }
+  size_t used = 0;
   while (!q.pending.empty() && (max_msgs == 0 || out.size() < max_msgs)) {
+    if (max_bytes != 0 && used + size_of(q.pending.front()) > max_bytes) break;
+    used += size_of(q.pending.front());
     QueuedEvent ev = std::move(q.pending.front());
     q.pending.pop_front();
     if (ev.sync && !ev.notice) {
@@ -996,6 +1008,45 @@ Status Node::Respond(uint64_t sid, uint64_t token, int response, int err) {
   }
   Flush(out);
   return Status::Ok();
+}
+
+Result<uint64_t> Node::CreateUserEvent(uint64_t sid, std::vector<uint8_t> payload) {
+  std::lock_guard<std::mutex> lk(mu_);
+  PDM_RETURN_IF_ERROR(CheckOwnSession(sid));
+  QueuedEvent ev;
+  ev.token = (uint64_t(opts_.rank + 1) << 48) | next_token_++;
+  ev.sid = sid;
+  ev.type = kEventUser;
+  ev.sync = true;
+  ev.raiser = -1;  // nobody waits for the answer
+  ev.payload = std::move(payload);
+  SessionQueue& q = queues_[sid];
+  ev.sequence = q.next_sequence++;
+  const uint64_t token = ev.token;
+  q.outstanding.emplace(token, std::move(ev));  // outstanding at once: never delivered
+  return token;
+}
+
+Status Node::MoveEvent(uint64_t src, uint64_t token, uint64_t dst) {
+  std::lock_guard<std::mutex> lk(mu_);
+  PDM_RETURN_IF_ERROR(CheckOwnSession(src));
+  PDM_RETURN_IF_ERROR(CheckOwnSession(dst));
+  SessionQueue& from = queues_[src];
+  auto it = from.outstanding.find(token);
+  if (it == from.outstanding.end())
+    return NotFound("token " + std::to_string(token) + " is not outstanding on session " + std::to_string(src),
+                    ENOENT);
+  QueuedEvent ev = std::move(it->second);
+  from.outstanding.erase(it);
+  ev.sid = dst;
+  // The raiser answers by token, so the answer from dst reaches it unchanged.
+  queues_[dst].outstanding.emplace(token, std::move(ev));
+  return Status::Ok();
+}
+
+Status Node::Pending(uint64_t sid, uint64_t token) {
+  std::lock_guard<std::mutex> lk(mu_);
+  return CheckToken(sid, token);
 }
 
 Result<std::vector<QueuedEvent>> Node::Outstanding(uint64_t sid) {

@@ -87,7 +87,17 @@ class Node final : public Transport::Handler {
   // --- events (session node) ----------------------------------------------
   // Up to max_msgs (0 = all) events; EAGAIN if none and !wait; waits up to
   // timeout_ms (0 = forever) and then fails EAGAIN.
-  Result<std::vector<QueuedEvent>> GetEvents(uint64_t sid, unsigned max_msgs, bool wait, unsigned timeout_ms);
+  // max_bytes (0 = no limit): hand out only what fits when each event takes
+  // overhead + payload bytes (8-aligned); if even the first does not fit,
+  // nothing is dequeued, *needed gets its size and the call fails E2BIG.
+  Result<std::vector<QueuedEvent>> GetEvents(uint64_t sid, unsigned max_msgs, bool wait, unsigned timeout_ms,
+                                             size_t max_bytes = 0, size_t overhead = 0, size_t* needed = nullptr);
+  // dm_create_userevent: a token outstanding on sid at once, never delivered.
+  Result<uint64_t> CreateUserEvent(uint64_t sid, std::vector<uint8_t> payload);
+  // dm_move_event: both sessions on this node; the token keeps its value.
+  Status MoveEvent(uint64_t src, uint64_t token, uint64_t dst);
+  // dm_pending: validates the token (no event timeout to extend today).
+  Status Pending(uint64_t sid, uint64_t token);
   // CONTINUE (err 0) or ABORT (err > 0) for an outstanding synchronous token.
   Status Respond(uint64_t sid, uint64_t token, int response, int err);
   // Tokens delivered and not yet answered (dm_getall_tokens).

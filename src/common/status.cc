@@ -59,7 +59,7 @@ Status FromErrno(int err, std::string_view msg) {
   switch (err) {
     case 0: return Status();
     case EINVAL: case EBADF: case E2BIG: case EBADMSG: return InvalidArgument(msg, err);
-    case ENOENT: case ESRCH: return NotFound(msg, err);
+    case ENOENT: case ESRCH: case ESTALE: return NotFound(msg, err);
     case EEXIST: return AlreadyExists(msg, err);
     case EPERM: case EACCES: return PermissionDenied(msg, err);
     case EAGAIN: case ECONNREFUSED: case ECONNRESET: case EPIPE: case ENOTCONN: return Unavailable(msg, err);

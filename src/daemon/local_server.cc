@@ -37,6 +37,8 @@ struct ReplyFields {
   bool delivered = false;
   int abort_errno = 0;
   int right = 0;
+  uint64_t needed = 0;
+  uint64_t token = 0;
   ClusterView cluster;
 };
 
@@ -66,7 +68,8 @@ void Finish(Fbb& fbb, const ReplyFields& f, int rank, int sm) {
     }
   auto reply = local::CreateReply(fbb, wire::kLocalVersion, f.err, msg, f.sid, rank, sm, f.response, f.events_mask,
                                   fbb.CreateVector(ss), fbb.CreateVector(es), fbb.CreateVector(ds),
-                                  fbb.CreateVector(ns), f.abort_errno, f.delivered, f.right);
+                                  fbb.CreateVector(ns), f.abort_errno, f.delivered, f.right, f.needed,
+                                  f.token);
   fbb.Finish(reply);
 }
 
@@ -208,8 +211,11 @@ void LocalServer::Serve(int fd) {
         f.events_mask = node_->GetFsEvents(r.fsid());
         break;
       case local::Op::GetEvents: {
-        auto res = node_->GetEvents(r.sid(), r.max_msgs(), r.wait(), r.timeout_ms());
+        size_t needed = 0;
+        auto res = node_->GetEvents(r.sid(), r.max_msgs(), r.wait(), r.timeout_ms(), r.max_bytes(), r.overhead(),
+                                    &needed);
         if (res.ok()) f.events = std::move(*res); else SetError(f, res.status());
+        f.needed = needed;
         break;
       }
       case local::Op::Respond:
@@ -260,6 +266,19 @@ void LocalServer::Serve(int fd) {
         if (!st.ok()) SetError(f, st);
         break;
       }
+      case local::Op::CreateUserEvent: {
+        std::vector<uint8_t> payload;
+        if (r.payload()) payload.assign(r.payload()->begin(), r.payload()->end());
+        auto res = node_->CreateUserEvent(r.sid(), std::move(payload));
+        if (res.ok()) f.token = *res; else SetError(f, res.status());
+        break;
+      }
+      case local::Op::MoveEvent:
+        if (Status st = node_->MoveEvent(r.sid(), r.token(), r.target_sid()); !st.ok()) SetError(f, st);
+        break;
+      case local::Op::PendingToken:
+        if (Status st = node_->Pending(r.sid(), r.token()); !st.ok()) SetError(f, st);
+        break;
       case local::Op::FindEvent: {
         auto res = node_->FindEvent(r.sid(), r.token());
         if (res.ok()) f.events.push_back(std::move(*res)); else SetError(f, res.status());

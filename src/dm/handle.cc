@@ -240,7 +240,8 @@ Result<UniqueFd> Open(const Handle& h, int mount_fd, int flags) {
 }
 
 Result<std::string> HandleToPath(const Handle& h, const std::string& mount_path) {
-  UniqueFd mnt(::open(mount_path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  // Not O_PATH: open_by_handle_at rejects an O_PATH mount_fd with EBADF.
+  UniqueFd mnt(::open(mount_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!mnt.valid()) return PosixError("open", mount_path, errno);
   PDM_ASSIGN_OR_RETURN(UniqueFd fd, Open(h, mnt.get(), O_PATH));
 

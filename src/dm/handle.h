@@ -130,8 +130,9 @@ Result<Handle> HandleAt(int dirfd, const std::string& name);
 // File-system handle of the file system holding path.
 Result<Handle> PathToFsHandle(const std::string& path);
 
-// Opens the object named by h. mount_fd is any fd on the same file system
-// (the mount root, a bind mount of it, any file in it). flags are passed to
+// Opens the object named by h. mount_fd is any non-O_PATH fd on the same file
+// system (the mount root, a bind mount of it, any file in it; the kernel
+// rejects O_PATH mount fds with EBADF). flags are passed to
 // open_by_handle_at (O_CLOEXEC is always added); O_PATH works for any type.
 // A file-system handle opens the directory mount_fd refers to.
 // Errors: InvalidArgument(EBADF) when h has no kernel part, names a different
