@@ -86,7 +86,7 @@ typedef int      dm_nlink_t;
 #define DM_GLOBAL_HANP          ((void *)1)       /* the global handle */
 #define DM_GLOBAL_HLEN          ((size_t)1)
 
-#define DM_MAX_HANDLE_SIZE      56      /* largest handle, bytes (as XFS) */
+#define DM_MAX_HANDLE_SIZE      160     /* largest handle, bytes: pdm handles carry the kernel file handle (XFS: 56) */
 #define DM_ATTR_NAME_SIZE       8       /* bytes in a DM attribute name */
 
 #define DM_VER_STR_CONTENTS     "pdm DMAPI (XDSM) API, Release 1.1."

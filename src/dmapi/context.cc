@@ -1,0 +1,109 @@
+#include "dmapi/context.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+
+namespace pdm::dmapi {
+
+Result<LocalClient*> Client() {
+  thread_local std::unique_ptr<LocalClient> client;
+  if (!client) {
+    auto c = LocalClient::Connect("");
+    if (!c.ok()) {
+      // No agent: the DMAPI service is not there (XFS returns ENOSYS-like
+      // errors; we say EIO with the reason). Non-root stays EPERM.
+      if (c.status().err() == EPERM) return c.status();
+      return Internal("cannot reach the pdm node agent at " + LocalClient::DefaultSocketPath() + ": " +
+                          c.status().message(),
+                      EIO);
+    }
+    client = std::move(*c);
+  }
+  return client.get();
+}
+
+int Fail(const Status& st) {
+  errno = st.err() != 0 ? st.err() : EIO;
+  return -1;
+}
+
+Result<dm::Handle> ParseHandle(const void* hanp, size_t hlen) {
+  if (hanp == nullptr) return InvalidArgument("NULL handle", EFAULT);
+  if (hanp == DM_GLOBAL_HANP) return InvalidArgument("the global handle is not valid here", EBADF);
+  auto h = dm::Handle::Parse({static_cast<const uint8_t*>(hanp), hlen});
+  if (!h.ok()) return InvalidArgument(h.status().message(), EBADF);
+  return h;
+}
+
+Status CheckSession(dm_sessid_t sid) {
+  if (sid == DM_NO_SESSION) return InvalidArgument("DM_NO_SESSION");
+  PDM_ASSIGN_OR_RETURN(LocalClient * c, Client());
+  auto s = c->QuerySession(sid);
+  return s.ok() ? Status::Ok() : s.status();
+}
+
+Status CheckSessionToken(dm_sessid_t sid, dm_token_t token) {
+  if (token == DM_NO_TOKEN) return CheckSession(sid);
+  if (token == DM_INVALID_TOKEN) return InvalidArgument("DM_INVALID_TOKEN");
+  PDM_ASSIGN_OR_RETURN(LocalClient * c, Client());
+  auto e = c->FindEvent(sid, token);
+  return e.ok() ? Status::Ok() : e.status();
+}
+
+Result<std::string> ViewOf(uint64_t fsid) {
+  // Cached per process: views do not move while the cluster runs.
+  static std::mutex mu;
+  static std::map<uint64_t, std::string> cache;
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    if (auto it = cache.find(fsid); it != cache.end()) return it->second;
+  }
+  PDM_ASSIGN_OR_RETURN(LocalClient * c, Client());
+  PDM_ASSIGN_OR_RETURN(ClusterView v, c->Cluster());
+  if (v.rank < 0 || static_cast<size_t>(v.rank) >= v.nodes.size()) return Internal("agent without a view");
+  const std::string view = v.nodes[static_cast<size_t>(v.rank)].view;
+  UniqueFd fd(::open(view.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) return PosixError("open", view, errno);
+  auto id = dm::FsidOfFd(fd.get());
+  if (!id.ok()) return id.status();
+  if (*id != fsid) return InvalidArgument("handle of a file system this node does not manage", EBADF);
+  std::lock_guard<std::mutex> lk(mu);
+  cache[fsid] = view;
+  return view;
+}
+
+Result<UniqueFd> OpenHandle(const dm::Handle& h, int flags) {
+  PDM_ASSIGN_OR_RETURN(std::string view, ViewOf(h.fsid()));
+  UniqueFd mount(::open(view.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!mount.valid()) return PosixError("open", view, errno);
+  return dm::Open(h, mount.get(), flags);
+}
+
+int CopyOut(std::span<const uint8_t> src, size_t buflen, void* bufp, size_t* rlenp) {
+  if (rlenp == nullptr) return Fail(EFAULT);
+  *rlenp = src.size();
+  if (buflen < src.size()) return Fail(E2BIG);
+  if (!src.empty()) {
+    if (bufp == nullptr) return Fail(EFAULT);
+    std::memcpy(bufp, src.data(), src.size());
+  }
+  return 0;
+}
+
+int ReturnHandle(const dm::Handle& h, void** hanpp, size_t* hlenp) {
+  if (hanpp == nullptr || hlenp == nullptr) return Fail(EFAULT);
+  const auto& b = h.bytes();
+  void* p = std::malloc(b.size());
+  if (p == nullptr) return Fail(ENOMEM);
+  std::memcpy(p, b.data(), b.size());
+  *hanpp = p;
+  *hlenp = b.size();
+  return 0;
+}
+
+}  // namespace pdm::dmapi

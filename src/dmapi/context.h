@@ -1,0 +1,55 @@
+// The plumbing of libdmapi: the per-thread connection to the node agent,
+// the one place a Status becomes errno, and helpers for the C calling
+// conventions (E2BIG with the needed length, handle arguments).
+//
+// Thread-safety: every thread gets its own LocalClient (a thread blocked in
+// dm_get_events(DM_EV_WAIT) must not hold up the thread that answers the
+// events), opened on first use and closed when the thread exits.
+#pragma once
+
+#include <dmapi.h>
+
+#include <cerrno>
+#include <cstring>
+#include <span>
+#include <string>
+
+#include "client/local_client.h"
+#include "common/status.h"
+#include "dm/handle.h"
+
+namespace pdm::dmapi {
+
+// The calling thread's connection; EPERM for non-root, EIO if no agent.
+Result<LocalClient*> Client();
+
+// Sets errno from the status (EIO if it carries none) and returns -1.
+int Fail(const Status& st);
+inline int Fail(int err) {
+  errno = err;
+  return -1;
+}
+
+// Parses a caller's handle argument; EFAULT for NULL, EBADF when malformed.
+Result<dm::Handle> ParseHandle(const void* hanp, size_t hlen);
+inline bool IsGlobal(const void* hanp, size_t hlen) { return hanp == DM_GLOBAL_HANP && hlen == DM_GLOBAL_HLEN; }
+
+// The session must exist somewhere in the cluster (EINVAL otherwise).
+Status CheckSession(dm_sessid_t sid);
+// A file-level call's (sid, token): sid valid; token DM_NO_TOKEN or
+// outstanding on sid at this node (ESRCH otherwise).
+Status CheckSessionToken(dm_sessid_t sid, dm_token_t token);
+
+// Opens the object of a handle through this node's view of its file system.
+Result<UniqueFd> OpenHandle(const dm::Handle& h, int flags);
+// This node's view (mount point) of the file system with that id.
+Result<std::string> ViewOf(uint64_t fsid);
+
+// Copies bytes to a caller's buffer with the XDSM E2BIG convention:
+// *rlenp = needed always; E2BIG (nothing copied) if buflen is too small.
+int CopyOut(std::span<const uint8_t> src, size_t buflen, void* bufp, size_t* rlenp);
+
+// malloc'ed copy of a handle for the caller (freed by dm_handle_free).
+int ReturnHandle(const dm::Handle& h, void** hanpp, size_t* hlenp);
+
+}  // namespace pdm::dmapi
