@@ -8,6 +8,8 @@
 #include <memory>
 #include <mutex>
 
+#include "common/posix.h"
+
 namespace pdm::dmapi {
 
 Result<LocalClient*> Client() {
@@ -40,11 +42,45 @@ Result<dm::Handle> ParseHandle(const void* hanp, size_t hlen) {
   return h;
 }
 
+namespace {
+
+// File-level calls (invisible I/O above all) must not pay a round trip to
+// the agent and an open_by_handle_at per call: a session id confirmed valid
+// and an object opened by handle are remembered for kCacheTtlNs. The cost:
+// a session destroyed by another process stays usable here for at most that
+// long (this process's own dm_destroy_session forgets it at once).
+constexpr int64_t kCacheTtlNs = 1'000'000'000;
+constexpr size_t kMaxCachedFds = 64;
+
+std::mutex cache_mu;
+std::map<dm_sessid_t, int64_t> valid_sessions;  // GUARDED_BY(cache_mu): sid -> when confirmed
+struct CachedFd {
+  UniqueFd fd;
+  int64_t opened_ns;
+};
+std::map<std::pair<std::string, int>, CachedFd> open_fds;  // GUARDED_BY(cache_mu)
+
+}  // namespace
+
+void ForgetSession(dm_sessid_t sid) {
+  std::lock_guard<std::mutex> lk(cache_mu);
+  valid_sessions.erase(sid);
+}
+
 Status CheckSession(dm_sessid_t sid) {
   if (sid == DM_NO_SESSION) return InvalidArgument("DM_NO_SESSION");
+  const int64_t now = MonotonicNs();
+  {
+    std::lock_guard<std::mutex> lk(cache_mu);
+    auto it = valid_sessions.find(sid);
+    if (it != valid_sessions.end() && now - it->second < kCacheTtlNs) return Status::Ok();
+  }
   PDM_ASSIGN_OR_RETURN(LocalClient * c, Client());
   auto s = c->QuerySession(sid);
-  return s.ok() ? Status::Ok() : s.status();
+  if (!s.ok()) return s.status();
+  std::lock_guard<std::mutex> lk(cache_mu);
+  valid_sessions[sid] = now;
+  return Status::Ok();
 }
 
 Status CheckSessionToken(dm_sessid_t sid, dm_token_t token) {
@@ -78,10 +114,31 @@ Result<std::string> ViewOf(uint64_t fsid) {
 }
 
 Result<UniqueFd> OpenHandle(const dm::Handle& h, int flags) {
+  const std::span<const uint8_t> b = h.bytes();
+  std::pair<std::string, int> key{std::string(b.begin(), b.end()), flags};
+  const int64_t now = MonotonicNs();
+  {
+    std::lock_guard<std::mutex> lk(cache_mu);
+    auto it = open_fds.find(key);
+    if (it != open_fds.end() && now - it->second.opened_ns < kCacheTtlNs) {
+      UniqueFd dup(::fcntl(it->second.fd.get(), F_DUPFD_CLOEXEC, 0));
+      if (dup.valid()) return dup;
+    }
+  }
   PDM_ASSIGN_OR_RETURN(std::string view, ViewOf(h.fsid()));
   UniqueFd mount(::open(view.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!mount.valid()) return PosixError("open", view, errno);
-  return dm::Open(h, mount.get(), flags);
+  PDM_ASSIGN_OR_RETURN(UniqueFd fd, dm::Open(h, mount.get(), flags));
+  UniqueFd keep(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
+  if (keep.valid()) {
+    std::lock_guard<std::mutex> lk(cache_mu);
+    if (open_fds.size() >= kMaxCachedFds) std::erase_if(open_fds, [&](const auto& kv) {
+        return now - kv.second.opened_ns >= kCacheTtlNs;
+      });
+    if (open_fds.size() >= kMaxCachedFds) open_fds.erase(open_fds.begin());
+    open_fds[key] = CachedFd{std::move(keep), now};
+  }
+  return fd;
 }
 
 int CopyOut(std::span<const uint8_t> src, size_t buflen, void* bufp, size_t* rlenp) {

@@ -35,12 +35,17 @@ Result<dm::Handle> ParseHandle(const void* hanp, size_t hlen);
 inline bool IsGlobal(const void* hanp, size_t hlen) { return hanp == DM_GLOBAL_HANP && hlen == DM_GLOBAL_HLEN; }
 
 // The session must exist somewhere in the cluster (EINVAL otherwise).
+// A confirmed session is remembered for a second (see context.cc).
 Status CheckSession(dm_sessid_t sid);
+// Drops sid from that memory (dm_destroy_session).
+void ForgetSession(dm_sessid_t sid);
 // A file-level call's (sid, token): sid valid; token DM_NO_TOKEN or
 // outstanding on sid at this node (ESRCH otherwise).
 Status CheckSessionToken(dm_sessid_t sid, dm_token_t token);
 
 // Opens the object of a handle through this node's view of its file system.
+// Returns a descriptor of its own; an open object is remembered for a second
+// so repeated calls on one file (invisible I/O in blocks) do not reopen it.
 Result<UniqueFd> OpenHandle(const dm::Handle& h, int flags);
 // This node's view (mount point) of the file system with that id.
 Result<std::string> ViewOf(uint64_t fsid);

@@ -106,6 +106,7 @@ int dm_destroy_session(dm_sessid_t sid) {
   auto c = Client();
   if (!c.ok()) return Fail(c.status());
   Status st = (*c)->DestroySession(sid);
+  if (st.ok()) ForgetSession(sid);
   return st.ok() ? 0 : Fail(st);
 }
 
