@@ -52,12 +52,22 @@ void Node::Start() {
 }
 
 void Node::Stop() {
+  Outbox out;
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (stopping_) return;
     stopping_ = true;
+    // Every parked caller gets its answer: EINTR.
+    for (auto& [sid, ws] : waiters_)
+      for (auto& w : ws) out.calls.push_back([d = w.done] { d(Aborted("node agent is stopping", EINTR), 0); });
+    waiters_.clear();
+    waiter_sid_.clear();
+    for (auto& [token, r] : raised_)
+      if (r.on_done) out.calls.push_back([d = r.on_done] { d(Aborted("node agent is stopping", EINTR)); });
+    raised_.clear();
   }
   cv_.notify_all();
+  for (auto& call : out.calls) call();
   if (timer_.joinable()) timer_.join();
 }
 
@@ -92,6 +102,8 @@ void Node::Flush(Outbox& out) {
     if (!st.ok()) spdlog::debug("send to rank {} failed: {}", peer, st.ToString());
   }
   out.frames.clear();
+  for (auto& call : out.calls) call();
+  out.calls.clear();
   if (out.write_cluster_json) {
     out.write_cluster_json = false;
     WriteClusterJson();
@@ -119,27 +131,25 @@ void Node::TimerLoop() {
   std::unique_lock<std::mutex> lk(mu_);
   while (!stopping_) {
     cv_.wait_for(lk, std::chrono::milliseconds(100));
+    if (stopping_) break;
     const int64_t now = MonotonicNs();
-    bool any = false;
-    for (auto it = raised_.begin(); it != raised_.end();) {
-      Raised& r = it->second;
-      if (!r.done && r.orphan_deadline_ns != 0 && now > r.orphan_deadline_ns) {
-        spdlog::warn("event token {:#x} for session {}: session node failed and nobody assumed the session "
-                     "within {} ms; failing it with EIO",
-                     r.ev.token, r.ev.sid, opts_.session_failure_timeout_ms);
-        if (!r.ev.sync) {
-          it = raised_.erase(it);
-          continue;
-        }
-        r.done = true;
-        r.response = kRespAbort;
-        r.err = EIO;
-        any = true;
-      }
-      ++it;
+    Outbox out;
+    std::vector<uint64_t> expired;
+    for (auto& [token, r] : raised_)
+      if (r.orphan_deadline_ns != 0 && now > r.orphan_deadline_ns) expired.push_back(token);
+    for (uint64_t token : expired) {
+      const Raised& r = raised_.at(token);
+      spdlog::warn("event token {:#x} for session {}: session node failed and nobody assumed the session "
+                   "within {} ms; failing it with EIO",
+                   r.ev.token, r.ev.sid, opts_.session_failure_timeout_ms);
+      FinishRaised(token, kRespAbort, EIO, out);
     }
     std::erase_if(strays_, [&](const Stray& st) { return now - st.arrived_ns > kStrayLifetimeNs; });
-    if (any) cv_.notify_all();
+    if (!out.calls.empty() || !out.frames.empty()) {
+      lk.unlock();
+      Flush(out);
+      lk.lock();
+    }
   }
 }
 
@@ -419,11 +429,17 @@ void Node::ApplyUpdate(const wire::Update& u, Outbox& out) {
     for (const auto& [sid, s] : tables_.sessions)
       if (s.owner == opts_.rank) {
         queues_[sid];
-        AdoptStrays(sid);
+        AdoptStrays(sid, out);
       }
     for (auto it = queues_.begin(); it != queues_.end();) {
       const SessionRecord* s = tables_.Find(it->first);
-      it = (!s || s->owner != opts_.rank) ? queues_.erase(it) : std::next(it);
+      if (!s || s->owner != opts_.rank) {
+        FailWaiters(it->first, InvalidArgument("session " + std::to_string(it->first) + " is not on this node"),
+                    out);
+        it = queues_.erase(it);
+      } else {
+        ++it;
+      }
     }
     for (const auto& [sid, s] : tables_.sessions)
       if (old_owner.count(sid) == 0 || old_owner[sid] != s.owner) ResendForSession(sid, out);
@@ -447,21 +463,25 @@ void Node::ApplyUpdate(const wire::Update& u, Outbox& out) {
         const int owner = c->session()->owner();
         if (owner == opts_.rank) {
           queues_[sid];
-          AdoptStrays(sid);
+          AdoptStrays(sid, out);
         } else {
           queues_.erase(sid);
+          FailWaiters(sid, InvalidArgument("session " + std::to_string(sid) + " moved to node " +
+                                           std::to_string(owner)),
+                      out);
         }
         if (prev_owner != -1 && prev_owner != owner) ResendForSession(sid, out);  // assumed elsewhere
         break;
       }
       case wire::ChangeKind::RemoveSession: {
         queues_.erase(c->sid());
+        FailWaiters(c->sid(), InvalidArgument("session " + std::to_string(c->sid()) + " was destroyed"), out);
+        // Events in flight to a destroyed session fail: data behind a
+        // disposition is never let through by accident.
+        std::vector<uint64_t> gone;
         for (auto& [token, r] : raised_)
-          if (r.ev.sid == c->sid() && !r.done) {
-            r.done = true;
-            r.response = kRespAbort;
-            r.err = EIO;
-          }
+          if (r.ev.sid == c->sid()) gone.push_back(token);
+        for (uint64_t token : gone) FinishRaised(token, kRespAbort, EIO, out);
         break;
       }
       default:
@@ -591,12 +611,12 @@ void Node::OnFrame(int peer, std::span<const uint8_t> frame) {
         ev.fsid = e->fsid();
         ev.notice = e->notice();
         if (e->payload()) ev.payload.assign(e->payload()->begin(), e->payload()->end());
-        QueueEvent(std::move(ev));
+        QueueEvent(std::move(ev), out);
         break;
       }
       case wire::Body::EventResponse: {
         const auto* r = env->body_as_EventResponse();
-        FinishRaised(r->token(), r->response(), r->err());
+        FinishRaised(r->token(), r->response(), r->err(), out);
         break;
       }
       case wire::Body::Heartbeat:
@@ -639,7 +659,7 @@ void Node::OnPeerDown(int peer, const Status& why) {
     // session to be assumed (claim 3), at most session_failure_timeout_ms.
     const int64_t deadline = MonotonicNs() + int64_t(opts_.session_failure_timeout_ms) * 1000000;
     for (auto& [token, r] : raised_)
-      if (!r.done && r.sent_to == peer) r.orphan_deadline_ns = deadline;
+      if (r.sent_to == peer) r.orphan_deadline_ns = deadline;
 
     if (rebuilding_ && awaiting_reports_.erase(peer) && awaiting_reports_.empty()) FinishRebuild(out);
 
@@ -663,7 +683,7 @@ void Node::OnPeerDown(int peer, const Status& why) {
 // ---------------------------------------------------------------------------
 // Event routing
 
-void Node::QueueEvent(QueuedEvent ev) {
+void Node::QueueEvent(QueuedEvent ev, Outbox& out) {
   const SessionRecord* rec = tables_.Find(ev.sid);
   if (!rec || rec->owner != opts_.rank) {
     // A raiser that applied "session assumed here" before this node did can
@@ -680,11 +700,40 @@ void Node::QueueEvent(QueuedEvent ev) {
       if (p.token == ev.token) return;
   }
   ev.sequence = q.next_sequence++;
+  const uint64_t sid = ev.sid;
   q.pending.push_back(std::move(ev));
-  cv_.notify_all();
+  ServeWaiters(sid, out);
 }
 
-void Node::AdoptStrays(uint64_t sid) {
+void Node::ServeWaiters(uint64_t sid, Outbox& out) {
+  auto wit = waiters_.find(sid);
+  auto qit = queues_.find(sid);
+  if (wit == waiters_.end() || qit == queues_.end()) return;
+  // Hand the events straight to a parked get-events: its answer is written
+  // by this thread after the lock is released, so the event reaches the DM
+  // application without first waking the thread that parked.
+  while (!wit->second.empty() && !qit->second.pending.empty()) {
+    Waiter w = std::move(wit->second.front());
+    wit->second.pop_front();
+    waiter_sid_.erase(w.id);
+    size_t needed = 0;
+    auto r = TakeEvents(qit->second, w.max_msgs, w.max_bytes, w.overhead, &needed);
+    out.calls.push_back([d = std::move(w.done), r = std::move(r), needed]() mutable { d(std::move(r), needed); });
+  }
+  if (wit->second.empty()) waiters_.erase(wit);
+}
+
+void Node::FailWaiters(uint64_t sid, const Status& why, Outbox& out) {
+  auto wit = waiters_.find(sid);
+  if (wit == waiters_.end()) return;
+  for (auto& w : wit->second) {
+    waiter_sid_.erase(w.id);
+    out.calls.push_back([d = std::move(w.done), why] { d(why, 0); });
+  }
+  waiters_.erase(wit);
+}
+
+void Node::AdoptStrays(uint64_t sid, Outbox& out) {
   std::vector<Stray> keep;
   std::vector<QueuedEvent> mine;
   for (auto& st : strays_) {
@@ -694,20 +743,15 @@ void Node::AdoptStrays(uint64_t sid) {
       keep.push_back(std::move(st));
   }
   strays_ = std::move(keep);
-  for (auto& ev : mine) QueueEvent(std::move(ev));
+  for (auto& ev : mine) QueueEvent(std::move(ev), out);
 }
 
-void Node::SendEvent(Raised& r, Outbox& out) {
+bool Node::SendEvent(Raised& r, Outbox& out) {
   const SessionRecord* rec = tables_.Find(r.ev.sid);
-  if (!rec) {
-    r.done = true;
-    r.response = kRespAbort;
-    r.err = EIO;
-    return;
-  }
+  if (!rec) return false;
   const int owner = rec->owner;
   if (owner == opts_.rank) {
-    QueueEvent(r.ev);
+    QueueEvent(r.ev, out);
     r.sent_to = owner;
     r.orphan_deadline_ns = 0;
   } else if (owner >= 0 && owner < opts_.size && alive_[owner]) {
@@ -718,13 +762,19 @@ void Node::SendEvent(Raised& r, Outbox& out) {
     r.sent_to = owner;
     r.orphan_deadline_ns = MonotonicNs() + int64_t(opts_.session_failure_timeout_ms) * 1000000;
   }
+  return true;
 }
 
 void Node::ResendForSession(uint64_t sid, Outbox& out) {
+  std::vector<uint64_t> gone;
   for (auto it = raised_.begin(); it != raised_.end();) {
     Raised& r = it->second;
-    if (r.ev.sid == sid && !r.done) {
-      SendEvent(r, out);
+    if (r.ev.sid == sid) {
+      if (!SendEvent(r, out)) {
+        gone.push_back(it->first);
+        ++it;
+        continue;
+      }
       // An asynchronous event is forgotten once handed to a live owner.
       if (!r.ev.sync && r.orphan_deadline_ns == 0) {
         it = raised_.erase(it);
@@ -733,29 +783,47 @@ void Node::ResendForSession(uint64_t sid, Outbox& out) {
     }
     ++it;
   }
+  for (uint64_t token : gone) FinishRaised(token, kRespAbort, EIO, out);
 }
 
-void Node::FinishRaised(uint64_t token, int response, int err) {
+void Node::FinishRaised(uint64_t token, int response, int err, Outbox& out) {
   auto it = raised_.find(token);
-  if (it == raised_.end() || it->second.done) return;
-  it->second.done = true;
-  it->second.response = response;
-  it->second.err = err;
-  cv_.notify_all();
+  if (it == raised_.end()) return;
+  Raised r = std::move(it->second);
+  raised_.erase(it);
+  if (!r.on_done) return;
+  RaiseOutcome o;
+  o.delivered = true;
+  o.response = response == kRespDontCare ? kRespContinue : response;
+  o.err = err;
+  o.token = token;
+  o.sid = r.ev.sid;
+  // Answered on the thread that got the answer, after the lock is released.
+  out.calls.push_back([d = std::move(r.on_done), o] { d(o); });
 }
 
-Result<RaiseOutcome> Node::Raise(const RaiseSpec& spec) {
-  if (spec.type >= wire::kEventTypeCount) return InvalidArgument("event type " + std::to_string(spec.type));
+void Node::RaiseAsync(const RaiseSpec& spec, RaiseDone done) {
+  if (spec.type >= wire::kEventTypeCount) return done(InvalidArgument("event type " + std::to_string(spec.type)));
+  Outbox out;
   std::unique_lock<std::mutex> lk(mu_);
+  if (stopping_) {
+    lk.unlock();
+    return done(Aborted("node agent is stopping", EINTR));
+  }
   std::vector<uint64_t> holders;
   if (spec.target_sid != 0) {
-    if (!tables_.Find(spec.target_sid)) return InvalidArgument("no session " + std::to_string(spec.target_sid));
+    if (!tables_.Find(spec.target_sid)) {
+      lk.unlock();
+      return done(InvalidArgument("no session " + std::to_string(spec.target_sid)));
+    }
     holders.push_back(spec.target_sid);
   } else {
     holders = tables_.Holders(spec.fsid, spec.type);
   }
-  RaiseOutcome outcome;
-  if (holders.empty()) return outcome;  // nobody has the disposition: not generated
+  if (holders.empty()) {  // nobody has the disposition: not generated
+    lk.unlock();
+    return done(RaiseOutcome{});
+  }
 
   // One handler: the instance on this node if the disposition belongs to a
   // parallel application with one here (claim 17), else the lowest live one.
@@ -766,7 +834,6 @@ Result<RaiseOutcome> Node::Raise(const RaiseSpec& spec) {
     int score = s->owner == opts_.rank ? -1 : (alive_[s->owner] ? s->owner : opts_.size);
     if (score < best) best = score, primary = h;
   }
-  Outbox out;
   Raised r;
   r.ev.token = (uint64_t(opts_.rank + 1) << 48) | next_token_++;
   r.ev.sid = primary;
@@ -776,46 +843,55 @@ Result<RaiseOutcome> Node::Raise(const RaiseSpec& spec) {
   r.ev.fsid = spec.fsid;
   r.ev.payload = spec.payload;
   const uint64_t token = r.ev.token;
-  SendEvent(r, out);
+  RaiseOutcome outcome;
+  outcome.delivered = true;
+  outcome.token = spec.sync ? token : 0;
+  outcome.sid = primary;
+  if (spec.sync) r.on_done = std::move(done);
+  // Registered before it is sent: a session on this node may answer it from
+  // the delivery that SendEvent queues.
+  auto [it, inserted] = raised_.emplace(token, std::move(r));
+  const bool sent = SendEvent(it->second, out);
   // Claim 18: the other instances hear of the event.
   for (uint64_t h : holders) {
     if (h == primary) continue;
     Raised n;
-    n.ev = r.ev;
+    n.ev = it->second.ev;
     n.ev.token = (uint64_t(opts_.rank + 1) << 48) | next_token_++;
     n.ev.sid = h;
     n.ev.sync = false;
     n.ev.notice = true;
-    SendEvent(n, out);
-    if (n.orphan_deadline_ns != 0) raised_.emplace(n.ev.token, std::move(n));
+    n.on_done = nullptr;
+    if (SendEvent(n, out) && n.orphan_deadline_ns != 0) raised_.emplace(n.ev.token, std::move(n));
   }
-  outcome.delivered = true;
-  outcome.token = spec.sync ? token : 0;
-  outcome.sid = primary;
-  if (!spec.sync) {
-    if (r.orphan_deadline_ns != 0) raised_.emplace(token, std::move(r));
-    lk.unlock();
-    Flush(out);
-    return outcome;
+  if (!sent) {
+    FinishRaised(token, kRespAbort, EIO, out);  // the session vanished
+  } else if (!spec.sync) {
+    // An asynchronous event is kept only while its session's node is down.
+    if (it->second.orphan_deadline_ns == 0) raised_.erase(it);
   }
-  if (r.done) {  // session vanished
-    outcome.response = r.response;
-    outcome.err = r.err;
-    lk.unlock();
-    Flush(out);
-    return outcome;
-  }
-  raised_.emplace(token, std::move(r));
   lk.unlock();
   Flush(out);
-  lk.lock();
-  cv_.wait(lk, [&] { return stopping_ || raised_.at(token).done; });
-  Raised fin = std::move(raised_.at(token));
-  raised_.erase(token);
-  if (!fin.done) return Aborted("node agent is stopping", EINTR);
-  outcome.response = fin.response == kRespDontCare ? kRespContinue : fin.response;
-  outcome.err = fin.err;
-  return outcome;
+  if (!spec.sync && done) done(outcome);
+}
+
+Result<RaiseOutcome> Node::Raise(const RaiseSpec& spec) {
+  struct Wait {
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+    Result<RaiseOutcome> r = Internal("pending");
+  };
+  auto w = std::make_shared<Wait>();
+  RaiseAsync(spec, [w](Result<RaiseOutcome> r) {
+    std::lock_guard<std::mutex> l(w->m);
+    w->r = std::move(r);
+    w->done = true;
+    w->cv.notify_all();
+  });
+  std::unique_lock<std::mutex> l(w->m);
+  w->cv.wait(l, [&] { return w->done; });
+  return std::move(w->r);
 }
 
 // ---------------------------------------------------------------------------
@@ -840,9 +916,9 @@ Status Node::DestroySession(uint64_t sid) {
   PDM_RETURN_IF_ERROR(CheckOwnSession(sid));
   auto q = queues_.find(sid);
   if (q != queues_.end()) {
-    bool sync_pending = std::any_of(q->second.pending.begin(), q->second.pending.end(),
-                                    [](const QueuedEvent& e) { return e.sync; });
-    if (sync_pending || !q->second.outstanding.empty() || q->second.waiters > 0)
+    // Queued messages of any kind, unanswered tokens or a parked
+    // dm_get_events keep the session (XDSM; LTP expects EBUSY).
+    if (!q->second.pending.empty() || !q->second.outstanding.empty() || waiters_.count(sid))
       return FailedPrecondition("session " + std::to_string(sid) + " has undelivered or unanswered events",
                                 EBUSY);
   }
@@ -923,33 +999,12 @@ uint64_t Node::GetFsEvents(uint64_t fsid) {
   return it == tables_.fs_events.end() ? 0 : it->second;
 }
 
-Result<std::vector<QueuedEvent>> Node::GetEvents(uint64_t sid, unsigned max_msgs, bool wait, unsigned timeout_ms,
-                                                 size_t max_bytes, size_t overhead, size_t* needed) {
-  std::unique_lock<std::mutex> lk(mu_);
-  PDM_RETURN_IF_ERROR(CheckOwnSession(sid));
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  for (;;) {
-    auto q = queues_.find(sid);
-    if (q == queues_.end()) return InvalidArgument("session " + std::to_string(sid) + " was destroyed");
-    if (!q->second.pending.empty()) break;
-    if (!wait) return Unavailable("no events for session " + std::to_string(sid), EAGAIN);
-    if (stopping_) return Aborted("node agent is stopping", EINTR);
-    q->second.waiters++;
-    bool timed_out = false;
-    if (timeout_ms == 0)
-      cv_.wait(lk);
-    else
-      timed_out = cv_.wait_until(lk, deadline) == std::cv_status::timeout;
-    q = queues_.find(sid);
-    if (q != queues_.end()) q->second.waiters--;
-    if (timed_out && (q == queues_.end() || q->second.pending.empty()))
-      return Unavailable("no events for session " + std::to_string(sid) + " within timeout", EAGAIN);
-  }
-  SessionQueue& q = queues_.at(sid);
+Result<std::vector<QueuedEvent>> Node::TakeEvents(SessionQueue& q, unsigned max_msgs, size_t max_bytes,
+                                                  size_t overhead, size_t* needed) {
   std::vector<QueuedEvent> out;
   // A message takes overhead + payload, 8-aligned, in the caller's buffer.
   auto size_of = [&](const QueuedEvent& e) { return (overhead + e.payload.size() + 7) & ~size_t(7); };
-  if (max_bytes != 0 && size_of(q.pending.front()) > max_bytes) {
+  if (max_bytes != 0 && !q.pending.empty() && size_of(q.pending.front()) > max_bytes) {
     // Nothing is dequeued: the caller learns the size and asks again.
     if (needed) *needed = size_of(q.pending.front());
     return InvalidArgument("buffer too small for the first event", E2BIG);
@@ -968,6 +1023,83 @@ Result<std::vector<QueuedEvent>> Node::GetEvents(uint64_t sid, unsigned max_msgs
     out.push_back(std::move(ev));
   }
   return out;
+}
+
+uint64_t Node::GetEventsAsync(uint64_t sid, unsigned max_msgs, bool wait, size_t max_bytes, size_t overhead,
+                              EventsDone done) {
+  std::unique_lock<std::mutex> lk(mu_);
+  Status st = CheckOwnSession(sid);
+  if (st.ok() && stopping_) st = Aborted("node agent is stopping", EINTR);
+  if (!st.ok()) {
+    lk.unlock();
+    done(st, 0);
+    return 0;
+  }
+  SessionQueue& q = queues_[sid];
+  if (!q.pending.empty() || !wait) {
+    size_t needed = 0;
+    Result<std::vector<QueuedEvent>> r =
+        q.pending.empty() ? Result<std::vector<QueuedEvent>>(Unavailable("no events for session " +
+                                                                         std::to_string(sid), EAGAIN))
+                          : TakeEvents(q, max_msgs, max_bytes, overhead, &needed);
+    lk.unlock();
+    done(std::move(r), needed);
+    return 0;
+  }
+  const uint64_t id = next_waiter_++;
+  waiters_[sid].push_back(Waiter{id, max_msgs, max_bytes, overhead, std::move(done)});
+  waiter_sid_[id] = sid;
+  return id;
+}
+
+bool Node::CancelGetEvents(uint64_t waiter, const Status& why) {
+  EventsDone done;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto s = waiter_sid_.find(waiter);
+    if (s == waiter_sid_.end()) return false;  // answered already, or being answered
+    auto& ws = waiters_[s->second];
+    for (auto it = ws.begin(); it != ws.end(); ++it)
+      if (it->id == waiter) {
+        done = std::move(it->done);
+        ws.erase(it);
+        break;
+      }
+    if (ws.empty()) waiters_.erase(s->second);
+    waiter_sid_.erase(s);
+  }
+  if (done) done(why, 0);
+  return true;
+}
+
+Result<std::vector<QueuedEvent>> Node::GetEvents(uint64_t sid, unsigned max_msgs, bool wait, unsigned timeout_ms,
+                                                 size_t max_bytes, size_t overhead, size_t* needed) {
+  struct Wait {
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+    Result<std::vector<QueuedEvent>> r = Internal("pending");
+    size_t needed = 0;
+  };
+  auto w = std::make_shared<Wait>();
+  const uint64_t id =
+      GetEventsAsync(sid, max_msgs, wait, max_bytes, overhead, [w](Result<std::vector<QueuedEvent>> r, size_t n) {
+        std::lock_guard<std::mutex> l(w->m);
+        w->r = std::move(r);
+        w->needed = n;
+        w->done = true;
+        w->cv.notify_all();
+      });
+  std::unique_lock<std::mutex> l(w->m);
+  if (id != 0 && timeout_ms != 0 &&
+      !w->cv.wait_for(l, std::chrono::milliseconds(timeout_ms), [&] { return w->done; })) {
+    l.unlock();
+    CancelGetEvents(id, Unavailable("no events for session " + std::to_string(sid) + " within timeout", EAGAIN));
+    l.lock();
+  }
+  w->cv.wait(l, [&] { return w->done; });
+  if (needed) *needed = w->needed;
+  return std::move(w->r);
 }
 
 Status Node::Respond(uint64_t sid, uint64_t token, int response, int err) {
@@ -999,7 +1131,7 @@ Status Node::Respond(uint64_t sid, uint64_t token, int response, int err) {
     // Answering an event releases every right its token holds.
     if (held_rights_.erase(token)) ReleaseTokenRights(token, out);
     if (ev.raiser == opts_.rank) {
-      FinishRaised(token, response, err);
+      FinishRaised(token, response, err, out);
     } else if (ev.raiser >= 0 && ev.raiser < opts_.size && alive_[ev.raiser]) {
       out.frames.emplace_back(ev.raiser, Envelope(wire::Body::EventResponse, [&](Fbb& fbb) {
                                 return wire::CreateEventResponse(fbb, token, sid, response, err);
@@ -1064,6 +1196,11 @@ Result<QueuedEvent> Node::FindEvent(uint64_t sid, uint64_t token) {
   auto it = q.outstanding.find(token);
   if (it == q.outstanding.end()) return NotFound("token not outstanding", ESRCH);
   return it->second;
+}
+
+int Node::session_manager() {
+  std::lock_guard<std::mutex> lk(mu_);
+  return sm_;
 }
 
 ClusterView Node::Cluster() {

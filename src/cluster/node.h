@@ -87,6 +87,21 @@ class Node final : public Transport::Handler {
   // --- events (session node) ----------------------------------------------
   // Up to max_msgs (0 = all) events; EAGAIN if none and !wait; waits up to
   // timeout_ms (0 = forever) and then fails EAGAIN.
+  // The asynchronous forms behind GetEvents and Raise. `done` runs exactly
+  // once: in the calling thread before return when the answer is at hand,
+  // else later on the thread that produces it (the one that queued the event
+  // or received the response), after mu_ is released — so an event reaches a
+  // waiting DM application without an extra thread wake-up on the way.
+  using EventsDone = std::function<void(Result<std::vector<QueuedEvent>> events, size_t needed)>;
+  using RaiseDone = std::function<void(Result<RaiseOutcome>)>;
+  // Returns a waiter id for CancelGetEvents, or 0 when `done` already ran.
+  uint64_t GetEventsAsync(uint64_t sid, unsigned max_msgs, bool wait, size_t max_bytes, size_t overhead,
+                          EventsDone done);
+  // Runs a parked get-events' `done` with `why` and returns true; false if
+  // it has run or is being run by another thread.
+  bool CancelGetEvents(uint64_t waiter, const Status& why);
+  void RaiseAsync(const RaiseSpec& spec, RaiseDone done);
+
   // max_bytes (0 = no limit): hand out only what fits when each event takes
   // overhead + payload bytes (8-aligned); if even the first does not fit,
   // nothing is dequeued, *needed gets its size and the call fails E2BIG.
@@ -121,6 +136,7 @@ class Node final : public Transport::Handler {
 
   ClusterView Cluster();
   int rank() const { return opts_.rank; }
+  int session_manager();
 
   // --- Transport::Handler --------------------------------------------------
   void OnFrame(int peer, std::span<const uint8_t> frame) override;
@@ -130,6 +146,7 @@ class Node final : public Transport::Handler {
   using Frame = std::vector<uint8_t>;
   struct Outbox {
     std::vector<std::pair<int, Frame>> frames;
+    std::vector<std::function<void()>> calls;  // answers to local callers
     bool write_cluster_json = false;
   };
 
@@ -163,19 +180,25 @@ class Node final : public Transport::Handler {
     uint64_t sid = 0;
     bool snapshot = false;
   };
-  // A sync or async event raised here and not yet answered / handed over.
+  // A sync event raised here and not yet answered, or an async one held
+  // while its session's node is down.
   struct Raised {
     QueuedEvent ev;
-    int sent_to = -1;            // rank it was last sent to
+    int sent_to = -1;                // rank it was last sent to
     int64_t orphan_deadline_ns = 0;  // set while the session's node is dead
-    bool done = false;
-    int response = 0, err = 0;
+    RaiseDone on_done;               // sync: who waits for the answer
   };
   struct SessionQueue {
     std::deque<QueuedEvent> pending;            // not yet handed out
     std::map<uint64_t, QueuedEvent> outstanding;  // handed out, unanswered
     uint64_t next_sequence = 1;
-    int waiters = 0;
+  };
+  // A get-events parked until an event arrives.
+  struct Waiter {
+    uint64_t id;
+    unsigned max_msgs;
+    size_t max_bytes, overhead;
+    EventsDone done;
   };
 
   // Locked helpers (mu_ held).
@@ -196,11 +219,16 @@ class Node final : public Transport::Handler {
   void BecomeSmCandidate(Outbox& out);
   void FinishRebuild(Outbox& out);
   void OnSmChanged(Outbox& out);
-  void QueueEvent(QueuedEvent ev);
-  void AdoptStrays(uint64_t sid);
-  void SendEvent(Raised& r, Outbox& out);
+  void QueueEvent(QueuedEvent ev, Outbox& out);
+  void AdoptStrays(uint64_t sid, Outbox& out);
+  Result<std::vector<QueuedEvent>> TakeEvents(SessionQueue& q, unsigned max_msgs, size_t max_bytes, size_t overhead,
+                                              size_t* needed);
+  void ServeWaiters(uint64_t sid, Outbox& out);
+  void FailWaiters(uint64_t sid, const Status& why, Outbox& out);
+  // false: the session is gone (the caller fails the event with EIO).
+  bool SendEvent(Raised& r, Outbox& out);
   void ResendForSession(uint64_t sid, Outbox& out);
-  void FinishRaised(uint64_t token, int response, int err);
+  void FinishRaised(uint64_t token, int response, int err, Outbox& out);
   void CompleteSmCall(uint64_t req_id, int err, uint64_t sid);
   void ReplySm(int origin, uint64_t req_id, int err, uint64_t sid, Outbox& out);
   int LowestAlive() const;
@@ -239,6 +267,9 @@ class Node final : public Transport::Handler {
   uint64_t next_token_ = 1;
   std::map<uint64_t, Raised> raised_;
   std::map<uint64_t, SessionQueue> queues_;
+  std::map<uint64_t, std::deque<Waiter>> waiters_;  // by session, FIFO
+  std::map<uint64_t, uint64_t> waiter_sid_;         // waiter id -> session
+  uint64_t next_waiter_ = 1;
   struct Stray {
     int64_t arrived_ns;
     QueuedEvent ev;

@@ -132,11 +132,28 @@ void LocalServer::AcceptLoop() {
 }
 
 void LocalServer::Serve(int fd) {
-  auto finish = [&](const ReplyFields& f) {
+  auto finish = [this, fd](const ReplyFields& f) {
     Fbb fbb(512);
-    Finish(fbb, f, node_->rank(), node_->Cluster().session_manager);
+    Finish(fbb, f, node_->rank(), node_->session_manager());
     return SendFrame(fd, fbb);
   };
+  // Get-events and synchronous raises are answered by whichever thread has
+  // the answer (see Node::GetEventsAsync); this thread only waits until the
+  // reply is on the wire before it reads the next request.
+  struct Answered {
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+    void Set() {
+      std::lock_guard<std::mutex> l(m);
+      done = true;
+      cv.notify_all();
+    }
+  };
+  // Answers may be written by the transport's thread (see Answered below):
+  // a client that stops reading must not stall it for long.
+  timeval send_timeout{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof(send_timeout));
   ucred cred{};
   socklen_t len = sizeof(cred);
   bool allowed = ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.uid == 0;
@@ -165,6 +182,7 @@ void LocalServer::Serve(int fd) {
     if (!ReadExact(fd, buf, "local client").ok()) break;
     auto decoded = wire::DecodeRequest(buf);
     ReplyFields f;
+    bool replied = false;
     if (!decoded.ok()) {
       spdlog::error("local API: rejected a request: {}", decoded.status().ToString());
       SetError(f, decoded.status());
@@ -211,11 +229,25 @@ void LocalServer::Serve(int fd) {
         f.events_mask = node_->GetFsEvents(r.fsid());
         break;
       case local::Op::GetEvents: {
-        size_t needed = 0;
-        auto res = node_->GetEvents(r.sid(), r.max_msgs(), r.wait(), r.timeout_ms(), r.max_bytes(), r.overhead(),
-                                    &needed);
-        if (res.ok()) f.events = std::move(*res); else SetError(f, res.status());
-        f.needed = needed;
+        auto answered = std::make_shared<Answered>();
+        const uint64_t waiter = node_->GetEventsAsync(
+            r.sid(), r.max_msgs(), r.wait(), r.max_bytes(), r.overhead(),
+            [finish, answered](Result<std::vector<QueuedEvent>> res, size_t needed) {
+              ReplyFields a;
+              if (res.ok()) a.events = std::move(*res); else SetError(a, res.status());
+              a.needed = needed;
+              (void)finish(a);
+              answered->Set();
+            });
+        std::unique_lock<std::mutex> l(answered->m);
+        if (waiter != 0 && r.timeout_ms() != 0 &&
+            !answered->cv.wait_for(l, std::chrono::milliseconds(r.timeout_ms()), [&] { return answered->done; })) {
+          l.unlock();
+          node_->CancelGetEvents(waiter, Unavailable("no events within the timeout", EAGAIN));
+          l.lock();
+        }
+        answered->cv.wait(l, [&] { return answered->done; });
+        replied = true;
         break;
       }
       case local::Op::Respond:
@@ -228,15 +260,23 @@ void LocalServer::Serve(int fd) {
         spec.sync = r.sync();
         spec.target_sid = r.target_sid();
         if (r.payload()) spec.payload.assign(r.payload()->begin(), r.payload()->end());
-        auto res = node_->Raise(spec);
-        if (!res.ok()) {
-          SetError(f, res.status());
-        } else {
-          f.delivered = res->delivered;
-          f.response = res->response;
-          f.sid = res->sid;
-          f.abort_errno = res->err;
-        }
+        auto answered = std::make_shared<Answered>();
+        node_->RaiseAsync(spec, [finish, answered](Result<RaiseOutcome> res) {
+          ReplyFields a;
+          if (!res.ok()) {
+            SetError(a, res.status());
+          } else {
+            a.delivered = res->delivered;
+            a.response = res->response;
+            a.sid = res->sid;
+            a.abort_errno = res->err;
+          }
+          (void)finish(a);
+          answered->Set();
+        });
+        std::unique_lock<std::mutex> l(answered->m);
+        answered->cv.wait(l, [&] { return answered->done; });
+        replied = true;
         break;
       }
       case local::Op::ClusterInfo:
@@ -285,7 +325,7 @@ void LocalServer::Serve(int fd) {
         break;
       }
     }
-    if (!finish(f).ok()) break;
+    if (!replied && !finish(f).ok()) break;
   }
   std::lock_guard<std::mutex> lk(mu_);
   client_fds_.remove(fd);

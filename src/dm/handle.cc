@@ -98,6 +98,23 @@ Result<Handle> Handle::Parse(std::span<const uint8_t> b) {
   } else if (b.size() != kHandleHeaderSize && b.size() < kHandleHeaderSize + 4 + 1) {
     // A kernel part is a 4-byte handle_type plus at least one f_handle byte.
     return BadHandle("truncated kernel part");
+  } else if (b.size() > kHandleHeaderSize) {
+    // The kernel part's length is implied by hlen. For the generic Linux
+    // handle types (include/linux/exportfs.h, stable ABI) the f_handle size
+    // is fixed, so a truncated or padded handle is caught here rather than
+    // at open_by_handle_at; other types (file-system specific) are left to
+    // Open's cross-check.
+    const int32_t ktype = static_cast<int32_t>(GetLe(b.data() + kHandleHeaderSize, 4));
+    const size_t fh_bytes = b.size() - kHandleHeaderSize - 4;
+    size_t want = 0;
+    switch (ktype) {
+      case 1: want = 8; break;      // FILEID_INO32_GEN
+      case 2: want = 16; break;     // FILEID_INO32_GEN_PARENT
+      case 0x81: want = 12; break;  // FILEID_INO64_GEN
+      case 0x82: want = 24; break;  // FILEID_INO64_GEN_PARENT
+      default: break;
+    }
+    if (want != 0 && fh_bytes != want) return BadHandle("kernel part of the wrong length for its handle type");
   }
   return HandleBuilder::Build(std::vector<uint8_t>(b.begin(), b.end()), HandleType(type), fsid, ino, igen);
 }

@@ -6,6 +6,7 @@
 // one node works on every other.
 #include <dmapi.h>
 #include <fcntl.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -23,11 +24,38 @@ namespace {
 
 constexpr size_t Align8(size_t n) { return (n + 7) & ~size_t(7); }
 
+// Per-file-system limits of the xattr-backed state. ext4 (without ea_inode)
+// keeps all of an inode's xattrs in the inode's spare space plus one block,
+// so what fits depends on the block size: a 256 MB ext4 has 1 KiB blocks,
+// where the 4 KiB-block limits (2048-byte attributes, 64 regions) fail with
+// ENOSPC. The advertised limits (dm_get_config) are what the setters enforce
+// (E2BIG), and leave half a block for the other pdm and security xattrs.
+struct FsLimits {
+  size_t max_attr = dm::kMaxAttrSize;       // DM_CONFIG_MAX_ATTRIBUTE_SIZE
+  size_t max_regions = dm::kMaxRegions;     // DM_CONFIG_MAX_MANAGED_REGIONS
+  size_t total_attr_space = 4096;           // DM_CONFIG_TOTAL_ATTRIBUTE_SPACE
+};
+constexpr size_t kRegionRecordBytes = 24;  // dm::EncodeRegions: offset, size, flags, reserved
+FsLimits LimitsOf(int fd) {
+  FsLimits l;
+  struct statvfs sv;
+  if (::fstatvfs(fd, &sv) != 0 || sv.f_bsize == 0) return l;
+  const size_t block = static_cast<size_t>(sv.f_bsize);
+  l.max_attr = std::min(dm::kMaxAttrSize, block / 2);
+  l.max_regions = std::min(dm::kMaxRegions, (block / 2) / kRegionRecordBytes);
+  l.total_attr_space = block;
+  return l;
+}
+
 // Session/token check, then the object opened by handle.
+// Opening a directory for writing (dm_punch_hole, dm_write_invis, a size
+// change) is EINVAL, as the calls on a non-regular file are, not EISDIR.
 Result<UniqueFd> Object(dm_sessid_t sid, void* hanp, size_t hlen, dm_token_t token, int flags) {
   PDM_RETURN_IF_ERROR(CheckSessionToken(sid, token));
   PDM_ASSIGN_OR_RETURN(dm::Handle h, ParseHandle(hanp, hlen));
-  return OpenHandle(h, flags | O_CLOEXEC);
+  auto fd = OpenHandle(h, flags | O_CLOEXEC);
+  if (!fd.ok() && fd.status().err() == EISDIR) return InvalidArgument("not a regular file");
+  return fd;
 }
 
 Result<dm::AttrName> Name(const dm_attrname_t* n) {
@@ -226,6 +254,7 @@ int dm_set_dmattr(dm_sessid_t sid, void* hanp, size_t hlen, dm_token_t token, dm
   if (buflen > 0 && bufp == nullptr) return Fail(EFAULT);
   auto fd = Object(sid, hanp, hlen, token, O_RDONLY);
   if (!fd.ok()) return Fail(fd.status());
+  if (buflen > LimitsOf(fd->get()).max_attr) return Fail(E2BIG);
   Status st = dm::SetDmAttr(fd->get(), *name, {static_cast<const uint8_t*>(bufp), buflen});
   return st.ok() ? 0 : Fail(st);
 }
@@ -407,6 +436,7 @@ int dm_set_region(dm_sessid_t sid, void* hanp, size_t hlen, dm_token_t token, un
   }
   auto fd = Object(sid, hanp, hlen, token, O_RDONLY);
   if (!fd.ok()) return Fail(fd.status());
+  if (nelem > LimitsOf(fd->get()).max_regions) return Fail(E2BIG);
   Status st = dm::SetRegions(fd->get(), rs);
   if (!st.ok()) return Fail(st);
   *exactflagp = DM_TRUE;  // regions are kept byte-exact
@@ -509,16 +539,22 @@ int dm_get_config(void* hanp, size_t hlen, dm_config_t flagname, dm_size_t* retv
   if (IsGlobal(hanp, hlen)) return Fail(EBADF);
   auto h = ParseHandle(hanp, hlen);
   if (!h.ok()) return Fail(h.status());
+  // The limits depend on the file system: read them through this node's view.
+  auto view = ViewOf(h->fsid());
+  if (!view.ok()) return Fail(view.status());
+  UniqueFd vfd(::open(view->c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!vfd.valid()) return Fail(errno);
+  const FsLimits lim = LimitsOf(vfd.get());
   switch (flagname) {
     case DM_CONFIG_BULKALL: *retvalp = 0; break;
     case DM_CONFIG_CREATE_BY_HANDLE: *retvalp = 0; break;
     case DM_CONFIG_DTIME_OVERLOAD: *retvalp = 1; break;  // dtime is ctime
     case DM_CONFIG_LEGACY: *retvalp = 1; break;
     case DM_CONFIG_LOCK_UPGRADE: *retvalp = 1; break;
-    case DM_CONFIG_MAX_ATTR_ON_DESTROY: *retvalp = dm::kMaxAttrSize; break;
-    case DM_CONFIG_MAX_ATTRIBUTE_SIZE: *retvalp = dm::kMaxAttrSize; break;
+    case DM_CONFIG_MAX_ATTR_ON_DESTROY: *retvalp = lim.max_attr; break;
+    case DM_CONFIG_MAX_ATTRIBUTE_SIZE: *retvalp = lim.max_attr; break;
     case DM_CONFIG_MAX_HANDLE_SIZE: *retvalp = DM_MAX_HANDLE_SIZE; break;
-    case DM_CONFIG_MAX_MANAGED_REGIONS: *retvalp = dm::kMaxRegions; break;
+    case DM_CONFIG_MAX_MANAGED_REGIONS: *retvalp = lim.max_regions; break;
     case DM_CONFIG_MAX_MESSAGE_DATA: *retvalp = 65536; break;
     case DM_CONFIG_OBJ_REF: *retvalp = 0; break;
     case DM_CONFIG_PENDING: *retvalp = 1; break;
@@ -527,7 +563,7 @@ int dm_get_config(void* hanp, size_t hlen, dm_config_t flagname, dm_size_t* retv
     case DM_CONFIG_PERS_INHERIT_ATTRIBS: *retvalp = 0; break;
     case DM_CONFIG_PERS_MANAGED_REGIONS: *retvalp = 1; break;
     case DM_CONFIG_PUNCH_HOLE: *retvalp = 1; break;
-    case DM_CONFIG_TOTAL_ATTRIBUTE_SPACE: *retvalp = 4096; break;  // ext4: one inode's xattr block
+    case DM_CONFIG_TOTAL_ATTRIBUTE_SPACE: *retvalp = lim.total_attr_space; break;  // ext4: one xattr block
     case DM_CONFIG_WILL_RETRY: *retvalp = 0; break;
     default: return Fail(EINVAL);
   }

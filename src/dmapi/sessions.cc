@@ -54,6 +54,14 @@ Result<dm_eventset_t> MaskArg(const dm_eventset_t* eventsetp, unsigned maxevent)
   return mask;
 }
 
+// XDSM: a set call with maxevent changes only the events below maxevent;
+// those at or above it keep their current state.
+dm_eventset_t MergeBelow(dm_eventset_t current, dm_eventset_t requested, unsigned maxevent) {
+  if (maxevent >= 64) return requested;
+  const dm_eventset_t below = (dm_eventset_t(1) << maxevent) - 1;
+  return (current & ~below) | (requested & below);
+}
+
 constexpr dm_eventset_t Bit(dm_eventtype_t e) { return dm_eventset_t(1) << e; }
 
 // Events a disposition may name on a file system handle. DM_EVENT_USER is a
@@ -143,7 +151,9 @@ int dm_get_events(dm_sessid_t sid, unsigned int maxmsgs, unsigned int flags, siz
   auto c = Client();
   if (!c.ok()) return Fail(c.status());
   size_t needed = 0;
-  auto evs = (*c)->GetEventsFitting(sid, maxmsgs, (flags & DM_EV_WAIT) != 0, buflen, sizeof(dm_eventmsg_t),
+  // The agent reads a budget of 0 as "no limit"; a caller's 0 means no room.
+  const size_t budget = buflen == 0 ? 1 : buflen;
+  auto evs = (*c)->GetEventsFitting(sid, maxmsgs, (flags & DM_EV_WAIT) != 0, budget, sizeof(dm_eventmsg_t),
                                     &needed);
   if (!evs.ok()) {
     if (evs.status().err() == E2BIG) *rlenp = needed;
@@ -300,13 +310,17 @@ int dm_set_eventlist(dm_sessid_t sid, void* hanp, size_t hlen, dm_token_t token,
     if (token != DM_NO_TOKEN) return Fail(EINVAL);
     auto c = Client();
     if (!c.ok()) return Fail(c.status());
-    Status st = (*c)->SetFsEvents(sid, h->fsid(), *mask);
+    auto cur = (*c)->GetFsEvents(h->fsid());
+    if (!cur.ok()) return Fail(cur.status());
+    Status st = (*c)->SetFsEvents(sid, h->fsid(), MergeBelow(*cur, *mask, maxevent));
     return st.ok() ? 0 : Fail(st);
   }
   if (Status st = CheckSessionToken(sid, token); !st.ok()) return Fail(st);
   auto fd = OpenHandle(*h, O_RDONLY | O_CLOEXEC);
   if (!fd.ok()) return Fail(fd.status());
-  Status st = dm::SetEventList(fd->get(), *mask);
+  auto cur = dm::GetEventList(fd->get());
+  if (!cur.ok()) return Fail(cur.status());
+  Status st = dm::SetEventList(fd->get(), MergeBelow(*cur, *mask, maxevent));
   return st.ok() ? 0 : Fail(st);
 }
 
