@@ -1,3 +1,4 @@
+#include "common/le.h"
 #include "dm/attrs.h"
 
 #include <sys/xattr.h>
@@ -25,15 +26,6 @@ constexpr uint8_t kFormatVersion = 1;
 constexpr size_t kFrameOverhead = 4 + 1 + 4;
 constexpr size_t kRegionRecord = 8 + 8 + 4 + 4;  // offset, size, flags, reserved
 
-void PutLe(std::vector<uint8_t>& out, uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
-}
-
-uint64_t GetLe(const uint8_t* p, int bytes) {
-  uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) v |= uint64_t(p[i]) << (8 * i);
-  return v;
-}
 
 std::vector<uint8_t> Frame(uint32_t magic, const std::vector<uint8_t>& payload) {
   std::vector<uint8_t> out;

@@ -1,3 +1,4 @@
+#include "common/le.h"
 #include "dm/handle.h"
 
 #include <fcntl.h>
@@ -17,15 +18,6 @@ static_assert(kMaxKernelHandleBytes == MAX_HANDLE_SZ, "kernel handle size change
 
 namespace {
 
-void PutLe(std::vector<uint8_t>& out, uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
-}
-
-uint64_t GetLe(const uint8_t* p, int bytes) {
-  uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) v |= uint64_t(p[i]) << (8 * i);
-  return v;
-}
 
 Status BadHandle(std::string_view why) { return InvalidArgument(std::string("DM handle: ") + std::string(why), EBADF); }
 

@@ -57,4 +57,34 @@ int CopyOut(std::span<const uint8_t> src, size_t buflen, void* bufp, size_t* rle
 // malloc'ed copy of a handle for the caller (freed by dm_handle_free).
 int ReturnHandle(const dm::Handle& h, void** hanpp, size_t* hlenp);
 
+constexpr size_t Align8(size_t n) { return (n + 7) & ~size_t(7); }
+
+// The _link-chained record lists XDSM returns: dm_eventmsg_t,
+// dm_dispinfo_t, dm_attrlist_t and dm_stat_t all begin with an int32 _link,
+// the offset from this record to the next (0 on the last). Records are
+// zeroed and 8-aligned; the caller fills each one after Append.
+class LinkedRecords {
+ public:
+  // Makes room for a record of `size` bytes, links the previous record to
+  // it, and returns its offset.
+  size_t Append(size_t size) {
+    const size_t off = buf_.size();
+    buf_.resize(off + Align8(size), 0);
+    if (has_last_) {
+      const int32_t link = static_cast<int32_t>(off - last_);
+      std::memcpy(buf_.data() + last_, &link, sizeof(link));
+    }
+    last_ = off;
+    has_last_ = true;
+    return off;
+  }
+  uint8_t* at(size_t off) { return buf_.data() + off; }
+  const std::vector<uint8_t>& bytes() const { return buf_; }
+
+ private:
+  std::vector<uint8_t> buf_;
+  size_t last_ = 0;
+  bool has_last_ = false;
+};
+
 }  // namespace pdm::dmapi

@@ -22,8 +22,6 @@ using namespace pdm::dmapi;
 
 namespace {
 
-constexpr size_t Align8(size_t n) { return (n + 7) & ~size_t(7); }
-
 // Per-file-system limits of the xattr-backed state. ext4 (without ea_inode)
 // keeps all of an inode's xattrs in the inode's spare space plus one block,
 // so what fits depends on the block size: a 256 MB ext4 has 1 KiB blocks,
@@ -289,26 +287,18 @@ int dm_getall_dmattr(dm_sessid_t sid, void* hanp, size_t hlen, dm_token_t token,
   if (!fd.ok()) return Fail(fd.status());
   auto all = dm::GetAllDmAttrs(fd->get());
   if (!all.ok()) return Fail(all.status());
-  std::vector<uint8_t> out;
-  size_t prev = 0;
-  for (size_t i = 0; i < all->size(); ++i) {
-    const auto& a = (*all)[i];
-    const size_t at = out.size();
-    out.resize(at + Align8(sizeof(dm_attrlist_t) + a.value.size()));
+  LinkedRecords out;
+  for (const auto& a : *all) {
+    const size_t at = out.Append(sizeof(dm_attrlist_t) + a.value.size());
     dm_attrlist_t al{};
     std::string_view n = a.name.str();
     std::memcpy(al.al_name.an_chars, n.data(), std::min(n.size(), sizeof(al.al_name.an_chars)));
     al.al_data.vd_offset = static_cast<int>(sizeof(dm_attrlist_t));
     al.al_data.vd_length = static_cast<unsigned>(a.value.size());
-    std::memcpy(out.data() + at, &al, sizeof(al));
-    if (!a.value.empty()) std::memcpy(out.data() + at + sizeof(al), a.value.data(), a.value.size());
-    if (i > 0) {
-      int32_t link = static_cast<int32_t>(at - prev);
-      std::memcpy(out.data() + prev, &link, sizeof(link));
-    }
-    prev = at;
+    std::memcpy(out.at(at), &al, sizeof(al));
+    if (!a.value.empty()) std::memcpy(out.at(at) + sizeof(al), a.value.data(), a.value.size());
   }
-  return CopyOut(out, buflen, bufp, rlenp);
+  return CopyOut(out.bytes(), buflen, bufp, rlenp);
 }
 
 // --- file attributes and scans -------------------------------------------------

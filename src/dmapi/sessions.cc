@@ -17,21 +17,19 @@ using namespace pdm::dmapi;
 namespace {
 
 constexpr size_t kMaxMessageData = 65536;  // DM_CONFIG_MAX_MESSAGE_DATA
-constexpr size_t Align8(size_t n) { return (n + 7) & ~size_t(7); }
 
-// Writes one event message (header + payload) at `out`; returns its size.
-size_t WriteMessage(const QueuedEvent& e, uint8_t* out) {
+// Appends one event message (header, then the payload as ev_data).
+void AppendMessage(const QueuedEvent& e, LinkedRecords& out) {
+  const size_t at = out.Append(sizeof(dm_eventmsg_t) + e.payload.size());
   dm_eventmsg_t m{};
-  m._link = 0;
   m.ev_type = static_cast<dm_eventtype_t>(e.type);
   m.ev_token = e.token;  // 0 (DM_INVALID_TOKEN) for asynchronous events
   m.ev_sequence = e.sequence;
   m.ev_data.vd_offset = static_cast<int>(sizeof(dm_eventmsg_t));
   m.ev_data.vd_length = static_cast<unsigned>(e.payload.size());
   m.ev_nodeid = e.raiser < 0 ? PDM_DMAPI_NO_NODEID : static_cast<dm_nodeid_t>(e.raiser);
-  std::memcpy(out, &m, sizeof(m));
-  if (!e.payload.empty()) std::memcpy(out + sizeof(m), e.payload.data(), e.payload.size());
-  return Align8(sizeof(m) + e.payload.size());
+  std::memcpy(out.at(at), &m, sizeof(m));
+  if (!e.payload.empty()) std::memcpy(out.at(at) + sizeof(m), e.payload.data(), e.payload.size());
 }
 
 // The file system id of a disposition / event-list handle argument:
@@ -159,18 +157,11 @@ int dm_get_events(dm_sessid_t sid, unsigned int maxmsgs, unsigned int flags, siz
     if (evs.status().err() == E2BIG) *rlenp = needed;
     return Fail(evs.status());
   }
-  auto* out = static_cast<uint8_t*>(bufp);
-  size_t off = 0, prev = 0;
-  for (size_t i = 0; i < evs->size(); ++i) {
-    size_t len = WriteMessage((*evs)[i], out + off);
-    if (i > 0) {  // link the previous message to this one
-      int32_t link = static_cast<int32_t>(off - prev);
-      std::memcpy(out + prev, &link, sizeof(link));
-    }
-    prev = off;
-    off += len;
-  }
-  *rlenp = off;
+  // The agent handed out only what fits in buflen.
+  LinkedRecords msgs;
+  for (const auto& e : *evs) AppendMessage(e, msgs);
+  if (!msgs.bytes().empty()) std::memcpy(bufp, msgs.bytes().data(), msgs.bytes().size());
+  *rlenp = msgs.bytes().size();
   return 0;
 }
 
@@ -208,9 +199,9 @@ int dm_find_eventmsg(dm_sessid_t sid, dm_token_t token, size_t buflen, void* buf
   if (!c.ok()) return Fail(c.status());
   auto e = (*c)->FindEvent(sid, token);
   if (!e.ok()) return Fail(e.status());
-  std::vector<uint8_t> msg(Align8(sizeof(dm_eventmsg_t) + e->payload.size()));
-  msg.resize(WriteMessage(*e, msg.data()));
-  return CopyOut(msg, buflen, bufp, rlenp);
+  LinkedRecords msg;
+  AppendMessage(*e, msg);
+  return CopyOut(msg.bytes(), buflen, bufp, rlenp);
 }
 
 int dm_getall_tokens(dm_sessid_t sid, unsigned int nelem, dm_token_t* tokenbufp, unsigned int* nelemp) {
@@ -275,28 +266,20 @@ int dm_getall_disp(dm_sessid_t sid, size_t buflen, void* bufp, size_t* rlenp) {
   if (!c.ok()) return Fail(c.status());
   auto d = (*c)->GetAllDisp(sid);
   if (!d.ok()) return Fail(d.status());
-  std::vector<uint8_t> out;
-  size_t prev = 0;
-  for (size_t i = 0; i < d->size(); ++i) {
-    const auto [fsid, events] = (*d)[i];
+  LinkedRecords out;
+  for (const auto& [fsid, events] : *d) {
     // The global (mount) disposition has no file system handle: length 0.
     dm::Handle h = dm::MakeFsHandle(fsid);
     std::span<const uint8_t> hb = fsid == 0 ? std::span<const uint8_t>() : h.bytes();
-    const size_t at = out.size();
-    out.resize(at + Align8(sizeof(dm_dispinfo_t) + hb.size()));
+    const size_t at = out.Append(sizeof(dm_dispinfo_t) + hb.size());
     dm_dispinfo_t di{};
     di.di_fshandle.vd_offset = static_cast<int>(sizeof(dm_dispinfo_t));
     di.di_fshandle.vd_length = static_cast<unsigned>(hb.size());
     di.di_eventset = events;
-    std::memcpy(out.data() + at, &di, sizeof(di));
-    if (!hb.empty()) std::memcpy(out.data() + at + sizeof(di), hb.data(), hb.size());
-    if (i > 0) {
-      int32_t link = static_cast<int32_t>(at - prev);
-      std::memcpy(out.data() + prev, &link, sizeof(link));
-    }
-    prev = at;
+    std::memcpy(out.at(at), &di, sizeof(di));
+    if (!hb.empty()) std::memcpy(out.at(at) + sizeof(di), hb.data(), hb.size());
   }
-  return CopyOut(out, buflen, bufp, rlenp);
+  return CopyOut(out.bytes(), buflen, bufp, rlenp);
 }
 
 int dm_set_eventlist(dm_sessid_t sid, void* hanp, size_t hlen, dm_token_t token, dm_eventset_t* eventsetp,

@@ -9,89 +9,11 @@
 #include <set>
 #include <sstream>
 
-#include "local_cluster.h"
+#include "dmapi_child.h"
 
 namespace pdm::test {
 namespace {
 
-// Inside a child: report the failing line and errno, exit non-zero.
-#define CHILD_CHECK(cond)                                                                      \
-  do {                                                                                         \
-    if (!(cond)) {                                                                             \
-      std::fprintf(stderr, "child check failed at line %d: %s (errno %d %s)\n", __LINE__, #cond, \
-                   errno, std::strerror(errno));                                               \
-      _exit(1);                                                                                \
-    }                                                                                          \
-  } while (0)
-
-// A child process "on node k" with a pipe each way for line messages.
-struct Child {
-  pid_t pid = -1;
-  FILE* in = nullptr;   // parent reads what the child writes
-  FILE* out = nullptr;  // parent writes what the child reads
-
-  template <typename F>
-  static Child Start(const LocalCluster& lc, int node, F body) {
-    int up[2], down[2];
-    if (pipe(up) != 0 || pipe(down) != 0) std::abort();
-    Child c;
-    c.pid = fork();
-    if (c.pid == 0) {
-      close(up[0]);
-      close(down[1]);
-      setenv("DMAPI_SOCKET", lc.Socket(node).c_str(), 1);
-      FILE* w = fdopen(up[1], "w");
-      FILE* r = fdopen(down[0], "r");
-      setvbuf(w, nullptr, _IOLBF, 0);
-      _exit(body(r, w));
-    }
-    close(up[1]);
-    close(down[0]);
-    c.in = fdopen(up[0], "r");
-    c.out = fdopen(down[1], "w");
-    setvbuf(c.out, nullptr, _IOLBF, 0);
-    return c;
-  }
-  std::string ReadLine() {
-    char buf[4096];
-    if (!fgets(buf, sizeof(buf), in)) return "";
-    std::string s(buf);
-    if (!s.empty() && s.back() == '\n') s.pop_back();
-    return s;
-  }
-  void Send(const std::string& s) { std::fprintf(out, "%s\n", s.c_str()); }
-  int Wait() {
-    int st = 0;
-    waitpid(pid, &st, 0);
-    if (in) fclose(in);
-    if (out) fclose(out);
-    in = out = nullptr;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  }
-};
-
-std::string ReadLineFrom(FILE* r) {
-  char buf[4096];
-  if (!fgets(buf, sizeof(buf), r)) return "";
-  std::string s(buf);
-  if (!s.empty() && s.back() == '\n') s.pop_back();
-  return s;
-}
-
-std::string Hex(const void* p, size_t n) {
-  static const char* d = "0123456789abcdef";
-  std::string s;
-  for (size_t i = 0; i < n; ++i) {
-    s += d[static_cast<const uint8_t*>(p)[i] >> 4];
-    s += d[static_cast<const uint8_t*>(p)[i] & 15];
-  }
-  return s;
-}
-std::vector<uint8_t> Unhex(const std::string& s) {
-  std::vector<uint8_t> v;
-  for (size_t i = 0; i + 1 < s.size(); i += 2) v.push_back(static_cast<uint8_t>(std::stoi(s.substr(i, 2), nullptr, 16)));
-  return v;
-}
 
 TEST(Dmapi, SampleCApplicationAnswersUserEventsFromOtherNodes) {
   LocalCluster lc(4);
@@ -108,7 +30,7 @@ TEST(Dmapi, SampleCApplicationAnswersUserEventsFromOtherNodes) {
   }
   close(out[1]);
   FILE* appout = fdopen(out[0], "r");
-  std::string first = ReadLineFrom(appout);
+  std::string first = ReadLineFromFile(appout);
   ASSERT_EQ(first.rfind("session ", 0), 0u) << first;
   const dm_sessid_t sid = std::stoull(first.substr(8));
 
@@ -129,7 +51,7 @@ TEST(Dmapi, SampleCApplicationAnswersUserEventsFromOtherNodes) {
   for (auto& k : kids) EXPECT_EQ(k.Wait(), 0);
 
   std::string all;
-  for (std::string l; !(l = ReadLineFrom(appout)).empty();) all += l + "\n";
+  for (std::string l; !(l = ReadLineFromFile(appout)).empty();) all += l + "\n";
   int st = 0;
   waitpid(app, &st, 0);
   fclose(appout);
@@ -240,7 +162,7 @@ TEST(Dmapi, ExclusiveRightsExcludeEachOtherAcrossNodes) {
       CHILD_CHECK(dm_create_session(DM_NO_SESSION, "rights", &sid) == 0);
       CHILD_CHECK(dm_create_userevent(sid, 0, nullptr, &tok) == 0);
       CHILD_CHECK(dm_path_to_handle((lc.View(node) + "/locked.txt").c_str(), &h, &hl) == 0);
-      for (std::string cmd; !(cmd = ReadLineFrom(r)).empty();) {
+      for (std::string cmd; !(cmd = ReadLineFromFile(r)).empty();) {
         int rc = 0;
         if (cmd == "excl") rc = dm_request_right(sid, h, hl, tok, 0, DM_RIGHT_EXCL);
         if (cmd == "shared") rc = dm_request_right(sid, h, hl, tok, 0, DM_RIGHT_SHARED);
