@@ -268,6 +268,15 @@ Status LocalClient::Pending(uint64_t sid, uint64_t token) {
   return Call(q);
 }
 
+Status LocalClient::Rewatch(uint64_t sid, const std::string& object) {
+  std::lock_guard<std::mutex> lk(mu_);
+  Req q;
+  q.op = local::Op::Rewatch;
+  q.sid = sid;
+  q.object = &object;
+  return Call(q);
+}
+
 Status LocalClient::Respond(uint64_t sid, uint64_t token, int response, int err) {
   std::lock_guard<std::mutex> lk(mu_);
   Req q;

@@ -54,6 +54,9 @@ class LocalClient {
   Result<uint64_t> CreateUserEvent(uint64_t sid, const std::vector<uint8_t>& payload);
   Status MoveEvent(uint64_t src, uint64_t token, uint64_t dst);
   Status Pending(uint64_t sid, uint64_t token);
+  // After managed regions were set on `object` (a DM handle): returns when
+  // every node's event source watches it again.
+  Status Rewatch(uint64_t sid, const std::string& object);
   Status Respond(uint64_t sid, uint64_t token, int response, int err);
   Result<std::vector<QueuedEvent>> Outstanding(uint64_t sid);
   Result<QueuedEvent> FindEvent(uint64_t sid, uint64_t token);

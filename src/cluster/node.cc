@@ -301,6 +301,14 @@ void Node::HandleSmRequest(int origin, const wire::SmRequest& r, std::span<const
     case wire::SmOp::ReleaseRight:
     case wire::SmOp::ReleaseToken:
       return HandleRightRequest(origin, r, out);
+    case wire::SmOp::Rewatch: {
+      const std::string object = r.object() ? r.object()->str() : "";
+      return Broadcast({[object](Fbb& fbb) {
+                         auto o = fbb.CreateString(object);
+                         return wire::CreateChange(fbb, wire::ChangeKind::Rewatch, 0, 0, 0, 0, 0, o);
+                       }},
+                       false, origin, req, r.sid(), out);
+    }
   }
   fail(EINVAL, "unknown op");
 }
@@ -484,6 +492,9 @@ void Node::ApplyUpdate(const wire::Update& u, Outbox& out) {
         for (uint64_t token : gone) FinishRaised(token, kRespAbort, EIO, out);
         break;
       }
+      case wire::ChangeKind::Rewatch:
+        if (opts_.rewatch && c->object()) opts_.rewatch(c->object()->str());
+        break;
       default:
         break;
     }
@@ -1174,6 +1185,17 @@ Status Node::MoveEvent(uint64_t src, uint64_t token, uint64_t dst) {
   // The raiser answers by token, so the answer from dst reaches it unchanged.
   queues_[dst].outstanding.emplace(token, std::move(ev));
   return Status::Ok();
+}
+
+Status Node::Rewatch(uint64_t sid, const std::string& object) {
+  std::unique_lock<std::mutex> lk(mu_);
+  if (!tables_.Find(sid)) return InvalidArgument("no session " + std::to_string(sid));
+  SmCall c;
+  c.op = wire::SmOp::Rewatch;
+  c.sid = sid;
+  c.object = object;
+  auto r = CallSm(lk, std::move(c));
+  return r.ok() ? Status::Ok() : r.status();
 }
 
 Status Node::Pending(uint64_t sid, uint64_t token) {

@@ -53,6 +53,11 @@ struct NodeOptions {
   int max_sessions_per_node = 4000;         // GPFS's documented limit
   std::string state_dir;                    // cluster.json goes here (SM writes it)
   std::vector<NodeStatic> nodes;            // indexed by rank
+  // Called (with mu_ held; must not call back into the Node) when a file
+  // got managed regions anywhere in the cluster: the event source drops any
+  // "this file needs no events" shortcut it keeps for it. `object` is the
+  // file's DM handle bytes.
+  std::function<void(const std::string& object)> rewatch;
 };
 
 class Node final : public Transport::Handler {
@@ -113,6 +118,9 @@ class Node final : public Transport::Handler {
   Status MoveEvent(uint64_t src, uint64_t token, uint64_t dst);
   // dm_pending: validates the token (no event timeout to extend today).
   Status Pending(uint64_t sid, uint64_t token);
+  // After dm_set_region: returns once every live node's event source
+  // watches `object` (its DM handle) again. sid must exist.
+  Status Rewatch(uint64_t sid, const std::string& object);
   // CONTINUE (err 0) or ABORT (err > 0) for an outstanding synchronous token.
   Status Respond(uint64_t sid, uint64_t token, int response, int err);
   // Tokens delivered and not yet answered (dm_getall_tokens).

@@ -49,6 +49,8 @@ void Tables::Apply(const wire::Change& c) {
     case wire::ChangeKind::NodeDead:
       dead.insert(c.rank());
       break;
+    case wire::ChangeKind::Rewatch:
+      break;  // not table state: the node's event source acts on it
   }
 }
 

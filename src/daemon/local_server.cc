@@ -79,6 +79,11 @@ LocalServer::LocalServer(Node* node, std::string path) : node_(node), path_(std:
 
 LocalServer::~LocalServer() { Stop(); }
 
+bool LocalServer::IsClientPid(int pid) {
+  std::lock_guard<std::mutex> lk(mu_);
+  return client_pids_.count(pid) != 0;
+}
+
 Status LocalServer::Start() {
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
@@ -157,6 +162,10 @@ void LocalServer::Serve(int fd) {
   ucred cred{};
   socklen_t len = sizeof(cred);
   bool allowed = ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.uid == 0;
+  if (allowed) {
+    std::lock_guard<std::mutex> lk(mu_);
+    client_pids_.insert(cred.pid);
+  }
   if (!allowed) {
     spdlog::warn("local API: refused pid {} uid {}: DMAPI is root only", cred.pid, cred.uid);
     ReplyFields f;
@@ -316,6 +325,11 @@ void LocalServer::Serve(int fd) {
       case local::Op::MoveEvent:
         if (Status st = node_->MoveEvent(r.sid(), r.token(), r.target_sid()); !st.ok()) SetError(f, st);
         break;
+      case local::Op::Rewatch: {
+        const std::string object = r.object() ? std::string(r.object()->begin(), r.object()->end()) : "";
+        if (Status st = node_->Rewatch(r.sid(), object); !st.ok()) SetError(f, st);
+        break;
+      }
       case local::Op::PendingToken:
         if (Status st = node_->Pending(r.sid(), r.token()); !st.ok()) SetError(f, st);
         break;
@@ -328,6 +342,7 @@ void LocalServer::Serve(int fd) {
     if (!replied && !finish(f).ok()) break;
   }
   std::lock_guard<std::mutex> lk(mu_);
+  if (allowed) client_pids_.erase(client_pids_.find(cred.pid));
   client_fds_.remove(fd);
   ::close(fd);
   if (--active_ == 0) idle_.notify_all();

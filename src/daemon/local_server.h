@@ -17,6 +17,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <list>
+#include <set>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -36,6 +37,9 @@ class LocalServer {
   Status Start();
   void Stop();  // call after Node::Stop so blocked calls have returned
   const std::string& path() const { return path_; }
+  // True while process `pid` has a connection open: it is a DM application
+  // (its I/O raises no data events, see events/source.h).
+  bool IsClientPid(int pid);
 
  private:
   void AcceptLoop();
@@ -48,6 +52,7 @@ class LocalServer {
   std::mutex mu_;
   std::list<int> client_fds_;     // GUARDED_BY(mu_): shut down on Stop
   int active_ = 0;                  // GUARDED_BY(mu_): serving threads
+  std::multiset<int> client_pids_;  // GUARDED_BY(mu_)
   std::condition_variable idle_;
   std::thread acceptor_;
 };

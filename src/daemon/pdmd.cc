@@ -13,13 +13,16 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "cluster/node.h"
 #include "common/log.h"
 #include "daemon/local_server.h"
+#include "events/source.h"
 #include "transport/auth.h"
 #include "transport/transport.h"
 
@@ -39,6 +42,7 @@ struct Options {
   int radix = 4;
   int max_sessions_per_node = 4000;
   std::string log_level = "info";
+  std::string events = "auto";
 };
 
 std::string ExpandRank(std::string pattern, int rank) {
@@ -93,6 +97,11 @@ int main(int argc, char** argv) {
   app.add_option("--max-sessions-per-node", o.max_sessions_per_node, "Session limit per node (ENOMEM beyond)")
       ->capture_default_str();
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error")->capture_default_str();
+  app.add_option("--events", o.events,
+                 "Kernel data events (fanotify pre-content) on the view: auto (on where the file system "
+                 "supports them), on (fail without them), off")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "on", "off"}));
   CLI11_PARSE(app, argc, argv);
 
   auto kind = pdm::ParseTransportKind(o.transport);
@@ -146,10 +155,30 @@ int main(int argc, char** argv) {
     nopts.nodes.push_back(pdm::NodeStatic{r, std::atoi(pids[r].c_str()),
                                           ExpandRank(o.view.empty() ? o.fs_root : o.view, r),
                                           o.state_dir + "/node" + std::to_string(r) + ".sock"});
+  // The event source and the node refer to each other: the node tells the
+  // source when a file got managed regions (Rewatch).
+  std::atomic<pdm::events::EventSource*> source_ptr{nullptr};
+  nopts.rewatch = [&source_ptr](const std::string& object) {
+    if (auto* s = source_ptr.load()) s->Rewatch(object);
+  };
   pdm::Node node(nopts, transport->get());
   if (auto st = (*transport)->Start(addrs, &node); !st.ok()) return Fail("transport start: " + st.ToString());
   pdm::LocalServer server(&node, nopts.nodes[rank].socket);
   if (auto st = server.Start(); !st.ok()) return Fail("local API: " + st.ToString());
+  std::unique_ptr<pdm::events::EventSource> source;
+  if (o.events != "off") {
+    source = std::make_unique<pdm::events::EventSource>(
+        pdm::events::EventSource::Options{nopts.nodes[rank].view, [&server](int pid) { return server.IsClientPid(pid); }},
+        &node);
+    if (auto st = source->Start(); !st.ok()) {
+      if (o.events == "on") return Fail("kernel events on " + nopts.nodes[rank].view + ": " + st.ToString());
+      spdlog::warn("rank {}: no kernel data events on {} ({}); DM events come only from the DMAPI", rank,
+                   nopts.nodes[rank].view, st.message());
+      source.reset();
+    } else {
+      source_ptr = source.get();
+    }
+  }
 
   // Block the stop signals before any thread we start next inherits the mask.
   sigset_t stop;
@@ -167,6 +196,8 @@ int main(int argc, char** argv) {
   sigwait(&stop, &sig);
   spdlog::info("rank {}: signal {}, stopping", rank, sig);
   node.Stop();
+  source_ptr = nullptr;
+  if (source) source->Stop();
   server.Stop();
   (*transport)->Stop();
   spdlog::shutdown();

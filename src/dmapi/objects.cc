@@ -429,6 +429,17 @@ int dm_set_region(dm_sessid_t sid, void* hanp, size_t hlen, dm_token_t token, un
   if (nelem > LimitsOf(fd->get()).max_regions) return Fail(E2BIG);
   Status st = dm::SetRegions(fd->get(), rs);
   if (!st.ok()) return Fail(st);
+  // Every node's event source may have noted "no regions, no events" for
+  // this file; it must watch it again before the caller goes on (and, say,
+  // punches the data out), or a read could slip through to a hole.
+  if (!rs.empty()) {
+    auto c = Client();
+    if (!c.ok()) return Fail(c.status());
+    auto h = ParseHandle(hanp, hlen);
+    if (!h.ok()) return Fail(h.status());
+    std::span<const uint8_t> b = h->bytes();
+    if (Status rw = (*c)->Rewatch(sid, std::string(b.begin(), b.end())); !rw.ok()) return Fail(rw);
+  }
   *exactflagp = DM_TRUE;  // regions are kept byte-exact
   return 0;
 }

@@ -1,0 +1,78 @@
+// EventSource: file I/O on this node's view of the file system becomes DM
+// data events at this node's rank (claims 17-19; blueprint section 3).
+//
+// One fanotify pre-content group per node agent, with a mount mark on the
+// node's view for FAN_PRE_ACCESS: every read, write, truncate or mmap through
+// this view (and only this view: bind-mounted views are separate mounts)
+// blocks in the kernel until we answer. For each access:
+//   * the file has no managed regions -> answer FAN_ALLOW and add an
+//     evictable ignore mark on the inode, so later accesses to the file raise
+//     nothing: an unmanaged file pays one event, once (until its inode leaves
+//     the cache). dm_set_region makes every node drop that mark (Rewatch)
+//     before it returns, so a file that becomes managed is watched again;
+//   * the access touches no managed region, or its event is not enabled (the
+//     file's or the file system's event list) -> FAN_ALLOW;
+//   * else a synchronous DM_EVENT_READ / WRITE / TRUNCATE (dm_data_event_t:
+//     handle, offset, length of the access) is routed by disposition; the
+//     session's answer maps back: CONTINUE -> FAN_ALLOW, ABORT(err) ->
+//     FAN_DENY with err. No session holding the disposition -> EIO: a managed
+//     range may be a hole, and a hole must never be read as data.
+// The kernel reports every access as FAN_PRE_ACCESS (no read/write bit), so
+// the event type comes from the touched regions' flags: READ if one has
+// DM_REGION_READ, else WRITE, else TRUNCATE.
+//
+// Accesses by DM applications (processes connected to this node's DMAPI
+// socket, and the agent itself) raise no data events: that is how
+// dm_read_invis / dm_write_invis stay invisible and a DM application can
+// never deadlock on its own I/O.
+//
+// Thread-safety: Start/Stop from one thread; Rewatch from any thread. One
+// reader thread; answers are written by whichever thread has them.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "cluster/node.h"
+#include "common/posix.h"
+#include "events/fanotify.h"
+
+namespace pdm::events {
+
+class EventSource {
+ public:
+  struct Options {
+    std::string view;                       // this node's mount of the file system
+    std::function<bool(int pid)> is_dm_app;  // exempt from data events
+  };
+  EventSource(Options opts, Node* node);
+  ~EventSource();
+  EventSource(const EventSource&) = delete;
+  EventSource& operator=(const EventSource&) = delete;
+
+  // Creates the group and the mount mark. EOPNOTSUPP when the file system
+  // has no pre-content support (the agent then runs without kernel events).
+  Status Start();
+  void Stop();
+  // A file got managed regions: drop its ignore mark here.
+  void Rewatch(const std::string& handle_bytes);
+  uint64_t fsid() const { return fsid_; }
+
+ private:
+  void Run();
+  void OnEvent(std::shared_ptr<FanotifyEvent> ev);
+  void Answer(const FanotifyEvent& ev, bool allow, int err);
+
+  const Options opts_;
+  Node* const node_;
+  UniqueFd view_fd_;  // for open_by_handle_at in Rewatch
+  uint64_t fsid_ = 0;
+  std::unique_ptr<FanotifyGroup> group_;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+};
+
+}  // namespace pdm::events

@@ -1,0 +1,236 @@
+// Kernel data events end to end: unmodified programs (cat, dd, truncate,
+// python3 mmap) read and write through one node's view; a DM application on
+// another node receives DM_EVENT_READ / WRITE / TRUNCATE from that node,
+// fills the data with dm_write_invis and answers; its answer decides what
+// the program sees.
+#include <dmapi.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <fstream>
+#include <future>
+#include <sstream>
+
+#include "dmapi_child.h"
+
+namespace pdm::test {
+namespace {
+
+std::string Pattern(size_t n) {
+  std::string s(n, 0);
+  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + (i * 7) % 26);
+  return s;
+}
+
+// Runs a shell command; returns (exit status, stdout).
+std::pair<int, std::string> Sh(const std::string& cmd) {
+  FILE* p = popen((cmd + " 2>/dev/null").c_str(), "r");
+  std::string out;
+  char buf[65536];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  int st = pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+// The DM application: commands on its pipe, one reply line each.
+//   manage PATH FLAGS        region over the whole file (flags: DM_REGION_*),
+//                            punch the data out, enable events -> "ok"
+//   next                     wait for an event -> "event TYPE NODE OFF LEN"
+//   fill SRC                 write SRC's bytes into the file invisibly,
+//                            clear the region, answer CONTINUE -> "ok"
+//   continue / abort ERR     answer the event -> "ok"
+int DmApp(const std::string& view, FILE* r, FILE* w) {
+  dm_sessid_t sid;
+  CHILD_CHECK(dm_create_session(DM_NO_SESSION, "events test HSM", &sid) == 0);
+  void* fsh;
+  size_t fshl;
+  CHILD_CHECK(dm_path_to_fshandle(view.c_str(), &fsh, &fshl) == 0);
+  dm_eventset_t ev;
+  DMEV_ZERO(ev);
+  DMEV_SET(DM_EVENT_READ, ev);
+  DMEV_SET(DM_EVENT_WRITE, ev);
+  DMEV_SET(DM_EVENT_TRUNCATE, ev);
+  CHILD_CHECK(dm_set_disp(sid, fsh, fshl, DM_NO_TOKEN, &ev, DM_EVENT_MAX) == 0);
+  CHILD_CHECK(dm_set_eventlist(sid, fsh, fshl, DM_NO_TOKEN, &ev, DM_EVENT_MAX) == 0);
+  std::fprintf(w, "ready\n");
+  static char buf[65536] __attribute__((aligned(8)));
+  dm_token_t token = DM_NO_TOKEN;
+  std::vector<uint8_t> handle;
+  for (std::string cmd; !(cmd = ReadLineFromFile(r)).empty();) {
+    std::istringstream in(cmd);
+    std::string op;
+    in >> op;
+    if (op == "manage") {
+      std::string path;
+      unsigned flags;
+      in >> path >> flags;
+      void* h;
+      size_t hl;
+      CHILD_CHECK(dm_path_to_handle(path.c_str(), &h, &hl) == 0);
+      dm_region_t rg{};
+      rg.rg_offset = 0;
+      rg.rg_size = 0;  // to the end of the file
+      rg.rg_flags = flags;
+      dm_boolean_t exact;
+      CHILD_CHECK(dm_set_region(sid, h, hl, DM_NO_TOKEN, 1, &rg, &exact) == 0);
+      CHILD_CHECK(dm_punch_hole(sid, h, hl, DM_NO_TOKEN, 0, 0) == 0);
+      dm_handle_free(h, hl);
+      std::fprintf(w, "ok\n");
+    } else if (op == "next") {
+      size_t rlen;
+      CHILD_CHECK(dm_get_events(sid, 1, DM_EV_WAIT, sizeof(buf), buf, &rlen) == 0);
+      auto* m = reinterpret_cast<dm_eventmsg_t*>(buf);
+      auto* de = DM_GET_VALUE(m, ev_data, dm_data_event_t*);
+      token = m->ev_token;
+      auto* hp = DM_GET_VALUE(de, de_handle, uint8_t*);
+      handle.assign(hp, hp + DM_GET_LEN(de, de_handle));
+      std::fprintf(w, "event %d %u %lld %llu\n", static_cast<int>(m->ev_type), m->ev_nodeid,
+                   static_cast<long long>(de->de_offset), static_cast<unsigned long long>(de->de_length));
+    } else if (op == "fill") {
+      std::string src;
+      in >> src;
+      std::ifstream f(src, std::ios::binary);
+      std::string data((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      CHILD_CHECK(dm_write_invis(sid, handle.data(), handle.size(), token, 0, 0, data.size(), data.data()) ==
+                  static_cast<dm_ssize_t>(data.size()));
+      dm_boolean_t exact;
+      CHILD_CHECK(dm_set_region(sid, handle.data(), handle.size(), token, 0, nullptr, &exact) == 0);
+      CHILD_CHECK(dm_respond_event(sid, token, DM_RESP_CONTINUE, 0, 0, nullptr) == 0);
+      std::fprintf(w, "ok\n");
+    } else if (op == "continue") {
+      CHILD_CHECK(dm_respond_event(sid, token, DM_RESP_CONTINUE, 0, 0, nullptr) == 0);
+      std::fprintf(w, "ok\n");
+    } else if (op == "abort") {
+      int err;
+      in >> err;
+      CHILD_CHECK(dm_respond_event(sid, token, DM_RESP_ABORT, err, 0, nullptr) == 0);
+      std::fprintf(w, "ok\n");
+    }
+  }
+  return 0;
+}
+
+class Events : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(lc_.up());
+    app_ = Child::Start(lc_, 1, [this](FILE* r, FILE* w) { return DmApp(lc_.View(1), r, w); });
+    ASSERT_EQ(app_.ReadLine(), "ready");
+  }
+  void TearDown() override {
+    if (app_.pid > 0) {
+      fclose(app_.out);
+      app_.out = nullptr;
+      EXPECT_EQ(app_.Wait(), 0);
+    }
+  }
+  // Writes `content` through node 0, keeps a copy outside the cluster.
+  std::string Make(const std::string& name, const std::string& content) {
+    { std::ofstream(lc_.View(0) + "/" + name, std::ios::binary) << content; }
+    const std::string copy = lc_.dir() + "/" + name + ".orig";
+    { std::ofstream(copy, std::ios::binary) << content; }
+    return copy;
+  }
+  std::string Ask(const std::string& cmd) {
+    app_.Send(cmd);
+    return app_.ReadLine();
+  }
+  LocalCluster lc_{4};
+  Child app_;
+};
+
+TEST_F(Events, ReadThroughAnotherNodeBlocksUntilTheSessionFillsTheDataAndReturnsIt) {
+  const std::string content = Pattern(256 * 1024);
+  const std::string orig = Make("big.dat", content);
+  ASSERT_EQ(Ask("manage " + lc_.View(1) + "/big.dat " + std::to_string(DM_REGION_READ | DM_REGION_WRITE |
+                                                                            DM_REGION_TRUNCATE)),
+            "ok");
+  struct stat st;
+  ASSERT_EQ(stat((lc_.View(0) + "/big.dat").c_str(), &st), 0);
+  EXPECT_LT(st.st_blocks * 512, 64 * 1024) << "the data was punched out";
+  EXPECT_EQ(st.st_size, static_cast<off_t>(content.size())) << "the size is kept";
+
+  auto reader = std::async(std::launch::async, [&] { return Sh("cat " + lc_.View(2) + "/big.dat"); });
+  const std::string ev = Ask("next");
+  std::istringstream in(ev);
+  std::string word;
+  int type;
+  unsigned node;
+  long long off;
+  in >> word >> type >> node >> off;
+  EXPECT_EQ(word, "event");
+  EXPECT_EQ(type, DM_EVENT_READ);
+  EXPECT_EQ(node, 2u) << "raised at the node where the read happened";
+  EXPECT_EQ(reader.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout)
+      << "the read must wait for the session";
+  ASSERT_EQ(Ask("fill " + orig), "ok");
+  auto [rc, out] = reader.get();
+  EXPECT_EQ(rc, 0);
+  EXPECT_TRUE(out == content) << "read " << out.size() << " bytes, not the data written";
+  // The region is gone: the next read raises nothing and sees the data.
+  EXPECT_EQ(Sh("cat " + lc_.View(3) + "/big.dat").second, content);
+}
+
+TEST_F(Events, AbortReachesTheProgramAsItsErrno) {
+  Make("a.dat", Pattern(8192));
+  ASSERT_EQ(Ask("manage " + lc_.View(1) + "/a.dat " + std::to_string(DM_REGION_READ)), "ok");
+  auto eio = std::async(std::launch::async, [&] {
+    return Sh("python3 -c \"import os,sys\ntry:\n os.read(os.open('" + lc_.View(2) +
+              "/a.dat', os.O_RDONLY), 100)\nexcept OSError as e: print(e.errno)\"");
+  });
+  ASSERT_EQ(Ask("next").rfind("event 16 2 ", 0), 0u);
+  ASSERT_EQ(Ask("abort " + std::to_string(EIO)), "ok");
+  EXPECT_EQ(eio.get().second, std::to_string(EIO) + "\n");
+  auto eagain = std::async(std::launch::async, [&] {
+    return Sh("python3 -c \"import os,sys\ntry:\n os.read(os.open('" + lc_.View(3) +
+              "/a.dat', os.O_RDONLY), 100)\nexcept OSError as e: print(e.errno)\"");
+  });
+  ASSERT_EQ(Ask("next").rfind("event 16 3 ", 0), 0u);
+  ASSERT_EQ(Ask("abort " + std::to_string(EAGAIN)), "ok");
+  EXPECT_EQ(eagain.get().second, std::to_string(EAGAIN) + "\n");
+}
+
+TEST_F(Events, WriteTruncateAndMmapRaiseTheirEvents) {
+  Make("w.dat", Pattern(16384));
+  ASSERT_EQ(Ask("manage " + lc_.View(1) + "/w.dat " + std::to_string(DM_REGION_WRITE)), "ok");
+  auto dd = std::async(std::launch::async, [&] {
+    // One write(2) of 3 bytes at offset 4096: one event.
+    return Sh("printf XYZ | dd of=" + lc_.View(2) +
+              "/w.dat bs=3 count=1 seek=4096 oflag=seek_bytes conv=notrunc status=none");
+  });
+  std::string e = Ask("next");
+  EXPECT_EQ(e.rfind("event 17 2 4096 ", 0), 0u) << e;  // WRITE, at the page written
+  ASSERT_EQ(Ask("continue"), "ok");
+  EXPECT_EQ(dd.get().first, 0);
+
+  Make("t.dat", Pattern(16384));
+  ASSERT_EQ(Ask("manage " + lc_.View(1) + "/t.dat " + std::to_string(DM_REGION_TRUNCATE)), "ok");
+  auto tr = std::async(std::launch::async, [&] { return Sh("truncate -s 100 " + lc_.View(3) + "/t.dat"); });
+  e = Ask("next");
+  EXPECT_EQ(e.rfind("event 18 3 ", 0), 0u) << e;  // TRUNCATE
+  ASSERT_EQ(Ask("continue"), "ok");
+  EXPECT_EQ(tr.get().first, 0);
+
+  const std::string content = Pattern(12288);
+  const std::string orig = Make("m.dat", content);
+  ASSERT_EQ(Ask("manage " + lc_.View(1) + "/m.dat " + std::to_string(DM_REGION_READ)), "ok");
+  auto mm = std::async(std::launch::async, [&] {
+    return Sh("python3 -c \"import mmap,os,sys\nf=os.open('" + lc_.View(2) +
+              "/m.dat', os.O_RDONLY)\nm=mmap.mmap(f, 0, prot=mmap.PROT_READ)\nsys.stdout.buffer.write(m[:])\"");
+  });
+  e = Ask("next");
+  EXPECT_EQ(e.rfind("event 16 2 0 ", 0), 0u) << e;  // READ for the mapped range
+  ASSERT_EQ(Ask("fill " + orig), "ok");
+  EXPECT_EQ(mm.get().second, content);
+}
+
+TEST_F(Events, UnmanagedFilesRaiseNothing) {
+  const std::string content = Pattern(100000);
+  Make("plain.dat", content);
+  for (int k = 0; k < 4; ++k) EXPECT_EQ(Sh("cat " + lc_.View(k) + "/plain.dat").second, content);
+  EXPECT_EQ(Sh("dd if=" + lc_.View(2) + "/plain.dat bs=4096 status=none | wc -c").second, "100000\n");
+}
+
+}  // namespace
+}  // namespace pdm::test
