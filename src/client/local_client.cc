@@ -327,6 +327,14 @@ Result<RaiseResult> LocalClient::Raise(uint64_t fsid, unsigned type, bool sync, 
   return RaiseResult{r->delivered(), r->response(), r->abort_errno(), r->sid()};
 }
 
+Result<uint64_t> LocalClient::GeneratedEvents() {
+  std::lock_guard<std::mutex> lk(mu_);
+  Req q;
+  q.op = local::Op::ClusterInfo;
+  PDM_RETURN_IF_ERROR(Call(q));
+  return Reply(reply_buf_)->events_mask();
+}
+
 Status LocalClient::RightCall(int op, uint64_t sid, uint64_t token, const std::string& object, int right,
                               bool wait) {
   Req q;

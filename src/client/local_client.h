@@ -64,6 +64,8 @@ class LocalClient {
   Result<RaiseResult> Raise(uint64_t fsid, unsigned type, bool sync, const std::vector<uint8_t>& payload,
                             uint64_t target_sid = 0);
   Result<ClusterView> Cluster();
+  // The DM events the node generates (a dm_eventset_t).
+  Result<uint64_t> GeneratedEvents();
 
   // DM rights (right: 1 SHARED, 2 EXCL), on the session node.
   Status RequestRight(uint64_t sid, uint64_t token, const std::string& object, int right, bool wait);

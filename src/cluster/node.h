@@ -145,6 +145,10 @@ class Node final : public Transport::Handler {
   ClusterView Cluster();
   int rank() const { return opts_.rank; }
   int session_manager();
+  // The DM events this node generates (dm_get_config_events): user events
+  // always, data events when the kernel event source runs.
+  void SetGeneratedEvents(uint64_t mask) { generated_events_ = mask; }
+  uint64_t generated_events() const { return generated_events_; }
 
   // --- Transport::Handler --------------------------------------------------
   void OnFrame(int peer, std::span<const uint8_t> frame) override;
@@ -303,6 +307,7 @@ class Node final : public Transport::Handler {
   std::vector<std::pair<std::string, std::pair<uint64_t, Hold>>> reported_rights_;  // during rebuild
   bool stopping_ = false;
 
+  std::atomic<uint64_t> generated_events_{uint64_t(1) << 22};  // DM_EVENT_USER
   std::thread timer_;
 };
 

@@ -291,6 +291,7 @@ void LocalServer::Serve(int fd) {
       case local::Op::ClusterInfo:
         f.with_cluster = true;
         f.cluster = node_->Cluster();
+        f.events_mask = node_->generated_events();
         break;
       case local::Op::Pending: {
         auto res = node_->Outstanding(r.sid());

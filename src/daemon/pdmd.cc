@@ -177,6 +177,7 @@ int main(int argc, char** argv) {
       source.reset();
     } else {
       source_ptr = source.get();
+      node.SetGeneratedEvents((1u << 16) | (1u << 17) | (1u << 18) | (1u << 22));  // READ WRITE TRUNCATE USER
     }
   }
 

@@ -343,9 +343,13 @@ int dm_get_config_events(void* hanp, size_t hlen, unsigned int nelem, dm_eventse
   if (!h.ok()) return Fail(h.status());
   *nelemp = DM_EVENT_MAX;
   if (nelem < DM_EVENT_MAX) return Fail(E2BIG);
-  // What this build generates today: user events and messages. The kernel
-  // event source (fanotify) adds the data and namespace events.
-  *eventsetp = Bit(DM_EVENT_USER);
+  // User events and messages always; the data events when this node's
+  // kernel event source runs (see pdmd --events).
+  auto c = Client();
+  if (!c.ok()) return Fail(c.status());
+  auto gen = (*c)->GeneratedEvents();
+  if (!gen.ok()) return Fail(gen.status());
+  *eventsetp = *gen;
   return 0;
 }
 
