@@ -123,11 +123,64 @@ int Invis(const char* path, int mib) {
   return 0;
 }
 
+// A DM application that makes FILE managed (a READ region over it, READ
+// enabled and disposed to us) without removing its data, then answers every
+// DM_EVENT_READ with CONTINUE: each read of FILE through a view is one
+// synchronous data event. Prints "ready"; stops after N events.
+int Responder(const char* view, const char* path, int n) {
+  dm_sessid_t sid;
+  void *fsh, *h;
+  size_t fshl, hl;
+  if (dm_create_session(DM_NO_SESSION, "bench data events", &sid) != 0 ||
+      dm_path_to_fshandle(view, &fsh, &fshl) != 0 || dm_path_to_handle(path, &h, &hl) != 0)
+    return 1;
+  dm_eventset_t ev;
+  DMEV_ZERO(ev);
+  DMEV_SET(DM_EVENT_READ, ev);
+  if (dm_set_disp(sid, fsh, fshl, DM_NO_TOKEN, &ev, DM_EVENT_MAX) != 0 ||
+      dm_set_eventlist(sid, fsh, fshl, DM_NO_TOKEN, &ev, DM_EVENT_MAX) != 0)
+    return 1;
+  dm_region_t rg{};
+  rg.rg_flags = DM_REGION_READ;
+  dm_boolean_t exact;
+  if (dm_set_region(sid, h, hl, DM_NO_TOKEN, 1, &rg, &exact) != 0) return 1;
+  std::printf("ready\n");
+  std::fflush(stdout);
+  static char buf[65536] __attribute__((aligned(8)));
+  for (int done = 0; done < n;) {
+    size_t rlen;
+    if (dm_get_events(sid, 0, DM_EV_WAIT, sizeof(buf), buf, &rlen) != 0) return 1;
+    for (auto* m = reinterpret_cast<dm_eventmsg_t*>(buf); m; m = DM_STEP_TO_NEXT(m, dm_eventmsg_t*), ++done)
+      dm_respond_event(sid, m->ev_token, DM_RESP_CONTINUE, 0, 0, nullptr);
+  }
+  dm_set_region(sid, h, hl, DM_NO_TOKEN, 0, nullptr, &exact);
+  DMEV_ZERO(ev);
+  dm_set_disp(sid, fsh, fshl, DM_NO_TOKEN, &ev, DM_EVENT_MAX);
+  dm_destroy_session(sid);
+  return 0;
+}
+
+// Not a DMAPI client (its reads must raise events): N reads of 1 byte.
+int Reader(const char* path, int n) {
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) return 1;
+  char c;
+  int64_t t0 = pdm::MonotonicNs();
+  for (int i = 0; i < n; ++i)
+    if (pread(fd, &c, 1, 0) != 1) return 1;
+  std::printf("data_event_roundtrip_us=%.2f\n", double(pdm::MonotonicNs() - t0) / n / 1000.0);
+  close(fd);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 5 && std::string(argv[1]) == "responder") return Responder(argv[2], argv[3], std::atoi(argv[4]));
+  if (argc >= 4 && std::string(argv[1]) == "reader") return Reader(argv[2], std::atoi(argv[3]));
   if (argc >= 3 && std::string(argv[1]) == "events") return Events(std::atoi(argv[2]));
   if (argc >= 4 && std::string(argv[1]) == "invis") return Invis(argv[2], std::atoi(argv[3]));
-  std::fprintf(stderr, "usage: %s events ITERS | invis FILE MIB\n", argv[0]);
+  std::fprintf(stderr, "usage: %s events ITERS | invis FILE MIB | responder VIEW FILE N | reader FILE N\n",
+               argv[0]);
   return 2;
 }
