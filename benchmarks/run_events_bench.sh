@@ -32,11 +32,11 @@ on=$(readgib)
 
 echo x > "$v0/ev.dat"
 same=$(
-  DMAPI_SOCKET=$dir/state/node0.sock $bin/bench_dmapi responder "$v0" "$v0/ev.dat" $((n + 1)) > "$dir/resp0.out" &
+  DMAPI_SOCKET=$dir/state/node0.sock $bin/bench_dmapi responder "$v0" "$v0/ev.dat" "$n" > "$dir/resp0.out" &
   until grep -q ready "$dir/resp0.out" 2>/dev/null; do sleep 0.05; done
   $bin/bench_dmapi reader "$v0/ev.dat" "$n"; wait)
 other=$(
-  DMAPI_SOCKET=$dir/state/node1.sock $bin/bench_dmapi responder "$dir/node1" "$dir/node1/ev.dat" $((n + 1)) > "$dir/resp1.out" &
+  DMAPI_SOCKET=$dir/state/node1.sock $bin/bench_dmapi responder "$dir/node1" "$dir/node1/ev.dat" "$n" > "$dir/resp1.out" &
   until grep -q ready "$dir/resp1.out" 2>/dev/null; do sleep 0.05; done
   $bin/bench_dmapi reader "$v0/ev.dat" "$n"; wait)
 
