@@ -44,6 +44,13 @@ QueuedEvent ReadEvent(const local::EventInfo& e) {
   return ev;
 }
 
+std::vector<QueuedEvent> EventsOf(const local::Reply* r) {
+  std::vector<QueuedEvent> v;
+  if (auto* e = r->events())
+    for (const auto* x : *e) v.push_back(ReadEvent(*x));
+  return v;
+}
+
 SessionView ReadSessionInfo(const local::SessionInfo& s) {
   SessionView v;
   v.rec.sid = s.sid();
@@ -82,6 +89,11 @@ Result<std::unique_ptr<LocalClient>> LocalClient::Connect(const std::string& pat
   PDM_RETURN_IF_ERROR(c->Call(hello));
   c->rank_ = Reply(c->reply_buf_)->rank();
   return c;
+}
+
+Status LocalClient::Do(const Req& q) {
+  std::lock_guard<std::mutex> lk(mu_);
+  return Call(q);
 }
 
 Status LocalClient::Call(const Req& q) {
@@ -125,20 +137,18 @@ Result<uint64_t> LocalClient::CreateSession(uint64_t oldsid, const std::string& 
 }
 
 Status LocalClient::DestroySession(uint64_t sid) {
-  std::lock_guard<std::mutex> lk(mu_);
   Req q;
   q.op = local::Op::DestroySession;
   q.sid = sid;
-  return Call(q);
+  return Do(q);
 }
 
 Status LocalClient::ModifySession(uint64_t sid, const std::string& info) {
-  std::lock_guard<std::mutex> lk(mu_);
   Req q;
   q.op = local::Op::ModifySession;
   q.sid = sid;
   q.info = info;
-  return Call(q);
+  return Do(q);
 }
 
 Result<SessionView> LocalClient::QuerySession(uint64_t sid) {
@@ -164,13 +174,12 @@ Result<std::vector<SessionView>> LocalClient::AllSessions() {
 }
 
 Status LocalClient::SetDisp(uint64_t sid, uint64_t fsid, uint64_t events) {
-  std::lock_guard<std::mutex> lk(mu_);
   Req q;
   q.op = local::Op::SetDisp;
   q.sid = sid;
   q.fsid = fsid;
   q.events = events;
-  return Call(q);
+  return Do(q);
 }
 
 Result<std::vector<std::pair<uint64_t, uint64_t>>> LocalClient::GetAllDisp(uint64_t sid) {
@@ -186,13 +195,12 @@ Result<std::vector<std::pair<uint64_t, uint64_t>>> LocalClient::GetAllDisp(uint6
 }
 
 Status LocalClient::SetFsEvents(uint64_t sid, uint64_t fsid, uint64_t events) {
-  std::lock_guard<std::mutex> lk(mu_);
   Req q;
   q.op = local::Op::SetFsEvents;
   q.sid = sid;
   q.fsid = fsid;
   q.events = events;
-  return Call(q);
+  return Do(q);
 }
 
 Result<uint64_t> LocalClient::GetFsEvents(uint64_t fsid) {
@@ -214,10 +222,7 @@ Result<std::vector<QueuedEvent>> LocalClient::GetEvents(uint64_t sid, unsigned m
   q.wait = wait;
   q.timeout_ms = timeout_ms;
   PDM_RETURN_IF_ERROR(Call(q));
-  std::vector<QueuedEvent> v;
-  if (auto* e = Reply(reply_buf_)->events())
-    for (const auto* x : *e) v.push_back(ReadEvent(*x));
-  return v;
+  return EventsOf(Reply(reply_buf_));
 }
 
 Result<std::vector<QueuedEvent>> LocalClient::GetEventsFitting(uint64_t sid, unsigned max_msgs, bool wait,
@@ -233,10 +238,7 @@ Result<std::vector<QueuedEvent>> LocalClient::GetEventsFitting(uint64_t sid, uns
   Status st = Call(q);
   if (needed && !reply_buf_.empty()) *needed = Reply(reply_buf_)->needed();
   PDM_RETURN_IF_ERROR(st);
-  std::vector<QueuedEvent> v;
-  if (auto* e = Reply(reply_buf_)->events())
-    for (const auto* x : *e) v.push_back(ReadEvent(*x));
-  return v;
+  return EventsOf(Reply(reply_buf_));
 }
 
 Result<uint64_t> LocalClient::CreateUserEvent(uint64_t sid, const std::vector<uint8_t>& payload) {
@@ -250,42 +252,38 @@ Result<uint64_t> LocalClient::CreateUserEvent(uint64_t sid, const std::vector<ui
 }
 
 Status LocalClient::MoveEvent(uint64_t src, uint64_t token, uint64_t dst) {
-  std::lock_guard<std::mutex> lk(mu_);
   Req q;
   q.op = local::Op::MoveEvent;
   q.sid = src;
   q.token = token;
   q.target_sid = dst;
-  return Call(q);
+  return Do(q);
 }
 
 Status LocalClient::Pending(uint64_t sid, uint64_t token) {
-  std::lock_guard<std::mutex> lk(mu_);
   Req q;
   q.op = local::Op::PendingToken;
   q.sid = sid;
   q.token = token;
-  return Call(q);
+  return Do(q);
 }
 
 Status LocalClient::Rewatch(uint64_t sid, const std::string& object) {
-  std::lock_guard<std::mutex> lk(mu_);
   Req q;
   q.op = local::Op::Rewatch;
   q.sid = sid;
   q.object = &object;
-  return Call(q);
+  return Do(q);
 }
 
 Status LocalClient::Respond(uint64_t sid, uint64_t token, int response, int err) {
-  std::lock_guard<std::mutex> lk(mu_);
   Req q;
   q.op = local::Op::Respond;
   q.sid = sid;
   q.token = token;
   q.response = response;
   q.err = err;
-  return Call(q);
+  return Do(q);
 }
 
 Result<std::vector<QueuedEvent>> LocalClient::Outstanding(uint64_t sid) {
@@ -294,10 +292,7 @@ Result<std::vector<QueuedEvent>> LocalClient::Outstanding(uint64_t sid) {
   q.op = local::Op::Pending;
   q.sid = sid;
   PDM_RETURN_IF_ERROR(Call(q));
-  std::vector<QueuedEvent> v;
-  if (auto* e = Reply(reply_buf_)->events())
-    for (const auto* x : *e) v.push_back(ReadEvent(*x));
-  return v;
+  return EventsOf(Reply(reply_buf_));
 }
 
 Result<QueuedEvent> LocalClient::FindEvent(uint64_t sid, uint64_t token) {

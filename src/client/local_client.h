@@ -78,6 +78,8 @@ class LocalClient {
   struct Req;  // request fields, defined in the .cc
   Status RightCall(int op, uint64_t sid, uint64_t token, const std::string& object, int right, bool wait);
   explicit LocalClient(UniqueFd fd) : fd_(std::move(fd)) {}
+  // Call under the mutex, for calls whose reply carries only the status.
+  Status Do(const Req& req);
   // Sends `req`, reads the reply into reply_buf_; returns the decoded reply's
   // status (its err/message) and leaves the buffer for the caller to read.
   Status Call(const Req& req);

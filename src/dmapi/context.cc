@@ -113,6 +113,14 @@ Result<std::string> ViewOf(uint64_t fsid) {
   return view;
 }
 
+Result<FsArg> FsHandleArg(dm_sessid_t sid, const void* hanp, size_t hlen, dm_token_t token) {
+  PDM_RETURN_IF_ERROR(CheckSessionToken(sid, token));
+  PDM_ASSIGN_OR_RETURN(dm::Handle h, ParseHandle(hanp, hlen));
+  if (h.type() != dm::HandleType::kFs) return InvalidArgument("not a file system handle");
+  PDM_ASSIGN_OR_RETURN(std::string view, ViewOf(h.fsid()));
+  return FsArg{std::move(h), std::move(view)};
+}
+
 Result<UniqueFd> OpenHandle(const dm::Handle& h, int flags) {
   const std::span<const uint8_t> b = h.bytes();
   std::pair<std::string, int> key{std::string(b.begin(), b.end()), flags};

@@ -50,6 +50,14 @@ Result<UniqueFd> OpenHandle(const dm::Handle& h, int flags);
 // This node's view (mount point) of the file system with that id.
 Result<std::string> ViewOf(uint64_t fsid);
 
+// A call on a whole file system: (sid, token) checked, the handle a file
+// system handle (EINVAL otherwise), and this node's view of it.
+struct FsArg {
+  dm::Handle handle;
+  std::string view;
+};
+Result<FsArg> FsHandleArg(dm_sessid_t sid, const void* hanp, size_t hlen, dm_token_t token);
+
 // Copies bytes to a caller's buffer with the XDSM E2BIG convention:
 // *rlenp = needed always; E2BIG (nothing copied) if buflen is too small.
 int CopyOut(std::span<const uint8_t> src, size_t buflen, void* bufp, size_t* rlenp);

@@ -382,13 +382,9 @@ int dm_get_bulkattr(dm_sessid_t sid, void* hanp, size_t hlen, dm_token_t token, 
                     dm_attrloc_t* locp, size_t buflen, void* bufp, size_t* rlenp) {
   (void)mask;
   if (locp == nullptr || rlenp == nullptr || (bufp == nullptr && buflen > 0)) return Fail(EFAULT);
-  if (Status st = CheckSessionToken(sid, token); !st.ok()) return Fail(st);
-  auto h = ParseHandle(hanp, hlen);
-  if (!h.ok()) return Fail(h.status());
-  if (h->type() != dm::HandleType::kFs) return Fail(EINVAL);
-  auto view = ViewOf(h->fsid());
-  if (!view.ok()) return Fail(view.status());
-  UniqueFd mount(::open(view->c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  auto fs = FsHandleArg(sid, hanp, hlen, token);
+  if (!fs.ok()) return Fail(fs.status());
+  UniqueFd mount(::open(fs->view.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!mount.valid()) return Fail(errno);
   const size_t max = std::max<size_t>(1, buflen / sizeof(dm_stat_t));
   auto batch = dm::BulkScan(mount.get(), static_cast<uint64_t>(*locp), max);

@@ -375,12 +375,10 @@ int dm_set_return_on_destroy(dm_sessid_t sid, void* hanp, size_t hlen, dm_token_
 int dm_get_mountinfo(dm_sessid_t sid, void* hanp, size_t hlen, dm_token_t token, size_t buflen, void* bufp,
                      size_t* rlenp) {
   if (rlenp == nullptr) return Fail(EFAULT);
-  if (Status st = CheckSessionToken(sid, token); !st.ok()) return Fail(st);
-  auto h = ParseHandle(hanp, hlen);
-  if (!h.ok()) return Fail(h.status());
-  if (h->type() != dm::HandleType::kFs) return Fail(EINVAL);
-  auto view = ViewOf(h->fsid());
-  if (!view.ok()) return Fail(view.status());
+  auto fs = FsHandleArg(sid, hanp, hlen, token);
+  if (!fs.ok()) return Fail(fs.status());
+  const dm::Handle* h = &fs->handle;
+  const std::string* view = &fs->view;
   auto root = dm::PathToHandle(*view);
   if (!root.ok()) return Fail(root.status());
   // dm_mount_event_t followed by: fs handle, root handle, mount point path.
