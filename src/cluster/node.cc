@@ -346,6 +346,7 @@ void Node::Broadcast(const std::vector<ChangeBuilder>& changes, bool snapshot, i
   ForwardTo(b, KnomialChildren(0, static_cast<int>(b.members.size()), b.radix), out);
   const bool done = b.waiting.empty();
   bcasts_.emplace(bcast_id, std::move(b));
+  if (snapshot) OnSmChanged(out);
   if (done) CompleteBcast(bcast_id, out);
 }
 
@@ -451,7 +452,9 @@ void Node::ApplyUpdate(const wire::Update& u, Outbox& out) {
     }
     for (const auto& [sid, s] : tables_.sessions)
       if (old_owner.count(sid) == 0 || old_owner[sid] != s.owner) ResendForSession(sid, out);
-    OnSmChanged(out);
+    // The root re-sends its own calls in Broadcast, after the snapshot is on
+    // its way: a change queued before it would be overwritten by it.
+    if (new_sm != opts_.rank) OnSmChanged(out);
     cv_.notify_all();
     return;
   }
@@ -664,7 +667,15 @@ void Node::OnPeerDown(int peer, const Status& why) {
     // Synchronous events the dead node raised can no longer be answered.
     for (auto& [sid, q] : queues_) {
       std::erase_if(q.pending, [&](const QueuedEvent& e) { return e.raiser == peer && e.sync; });
-      std::erase_if(q.outstanding, [&](const auto& kv) { return kv.second.raiser == peer; });
+      for (auto it = q.outstanding.begin(); it != q.outstanding.end();) {
+        if (it->second.raiser != peer) {
+          ++it;
+          continue;
+        }
+        held_rights_.erase(it->first);
+        if (right_tokens_.erase(it->first)) ReleaseTokenRights(it->first, out);
+        it = q.outstanding.erase(it);
+      }
     }
     // Events this node raised for sessions on the dead node wait for the
     // session to be assumed (claim 3), at most session_failure_timeout_ms.
@@ -1038,6 +1049,9 @@ Result<std::vector<QueuedEvent>> Node::TakeEvents(SessionQueue& q, unsigned max_
 
 uint64_t Node::GetEventsAsync(uint64_t sid, unsigned max_msgs, bool wait, size_t max_bytes, size_t overhead,
                               EventsDone done) {
+  // An answer must fit one local frame: never hand out more than that.
+  constexpr size_t kMaxAnswer = wire::kMaxLocalFrame - (1u << 20);
+  if (max_bytes == 0 || max_bytes > kMaxAnswer) max_bytes = kMaxAnswer;
   std::unique_lock<std::mutex> lk(mu_);
   Status st = CheckOwnSession(sid);
   if (st.ok() && stopping_) st = Aborted("node agent is stopping", EINTR);
@@ -1139,8 +1153,9 @@ Status Node::Respond(uint64_t sid, uint64_t token, int response, int err) {
     }
     QueuedEvent ev = std::move(it->second);
     q.outstanding.erase(it);
-    // Answering an event releases every right its token holds.
-    if (held_rights_.erase(token)) ReleaseTokenRights(token, out);
+    // Answering an event releases every right its token holds or asked for.
+    held_rights_.erase(token);
+    if (right_tokens_.erase(token)) ReleaseTokenRights(token, out);
     if (ev.raiser == opts_.rank) {
       FinishRaised(token, response, err, out);
     } else if (ev.raiser >= 0 && ev.raiser < opts_.size && alive_[ev.raiser]) {
@@ -1299,7 +1314,10 @@ void Node::HandleRightRequest(int origin, const wire::SmRequest& r, Outbox& out)
     case wire::SmOp::RequestRight:
       if (r.right() != kRightShared && r.right() != kRightExcl)
         return ReplySm(origin, r.req_id(), EINVAL, 0, out);
-      if (TryGrant(object, r.token(), r.right(), origin)) return ReplySm(origin, r.req_id(), 0, 0, out);
+      if (TryGrant(object, r.token(), r.right(), origin)) {
+        ReplySm(origin, r.req_id(), 0, 0, out);
+        return RetryParked(out);  // a downgrade to SHARED may admit waiters
+      }
       if (!r.wait()) return ReplySm(origin, r.req_id(), EAGAIN, 0, out);
       parked_.push_back(Parked{origin, r.req_id(), r.token(), object, r.right()});
       return;
@@ -1315,7 +1333,14 @@ void Node::HandleRightRequest(int origin, const wire::SmRequest& r, Outbox& out)
         it->second.erase(r.token());
         it = it->second.empty() ? rights_.erase(it) : std::next(it);
       }
-      std::erase_if(parked_, [&](const Parked& p) { return p.token == r.token(); });
+      for (auto it = parked_.begin(); it != parked_.end();) {
+        if (it->token != r.token()) {
+          ++it;
+          continue;
+        }
+        ReplySm(it->origin, it->req_id, ESRCH, 0, out);  // the token was answered
+        it = parked_.erase(it);
+      }
       ReplySm(origin, r.req_id(), 0, 0, out);
       return RetryParked(out);
     default:
@@ -1331,6 +1356,7 @@ Status Node::RequestRight(uint64_t sid, uint64_t token, const std::string& objec
   if (auto t = held_rights_.find(token); t != held_rights_.end())
     if (auto o = t->second.find(object); o != t->second.end()) cur = o->second;
   if (cur >= right) return Status::Ok();  // holding it (or more) already
+  right_tokens_.insert(token);
   SmCall c;
   c.op = wire::SmOp::RequestRight;
   c.sid = sid;
@@ -1340,6 +1366,14 @@ Status Node::RequestRight(uint64_t sid, uint64_t token, const std::string& objec
   c.wait = wait;
   auto r = CallSm(lk, std::move(c));
   if (!r.ok()) return r.status().err() == EAGAIN ? Unavailable("right is held by another token", EAGAIN) : r.status();
+  if (Status still = CheckToken(sid, token); !still.ok()) {
+    // Answered while we waited: the grant belongs to nobody. Give it back.
+    Outbox out;
+    ReleaseTokenRights(token, out);
+    lk.unlock();
+    Flush(out);
+    return still;
+  }
   held_rights_[token][object] = right;
   return Status::Ok();
 }

@@ -290,6 +290,7 @@ class Node final : public Transport::Handler {
 
   // Rights this node's tokens hold: token -> object -> right.
   std::map<uint64_t, std::map<std::string, int>> held_rights_;
+  std::set<uint64_t> right_tokens_;  // tokens that ever asked for a right
   // SM only: the cluster's lock table and requests waiting on it (FIFO).
   struct Hold {
     int right;

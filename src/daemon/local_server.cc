@@ -248,12 +248,24 @@ void LocalServer::Serve(int fd) {
               (void)finish(a);
               answered->Set();
             });
+        // Parked: wake every 200 ms to see whether the client is still
+        // there. A DM application killed in dm_get_events must not leave a
+        // waiter behind that swallows the session's next event.
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(r.timeout_ms());
         std::unique_lock<std::mutex> l(answered->m);
-        if (waiter != 0 && r.timeout_ms() != 0 &&
-            !answered->cv.wait_for(l, std::chrono::milliseconds(r.timeout_ms()), [&] { return answered->done; })) {
-          l.unlock();
-          node_->CancelGetEvents(waiter, Unavailable("no events within the timeout", EAGAIN));
-          l.lock();
+        while (waiter != 0 && !answered->done) {
+          answered->cv.wait_for(l, std::chrono::milliseconds(200), [&] { return answered->done; });
+          if (answered->done) break;
+          pollfd p{fd, POLLRDHUP, 0};
+          const bool gone = ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+          const bool late = r.timeout_ms() != 0 && std::chrono::steady_clock::now() >= deadline;
+          if (gone || late) {
+            l.unlock();
+            node_->CancelGetEvents(waiter, gone ? Aborted("client went away", EINTR)
+                                                : Unavailable("no events within the timeout", EAGAIN));
+            l.lock();
+            break;
+          }
         }
         answered->cv.wait(l, [&] { return answered->done; });
         replied = true;

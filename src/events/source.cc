@@ -56,6 +56,7 @@ void EventSource::Stop() {
   // Closing the group answers what is still pending with FAN_ALLOW: the
   // supervisor that keeps the group across an agent restart is future work
   // (see docs/architecture.md).
+  std::lock_guard<std::mutex> lk(group_mu_);
   group_.reset();
 }
 
@@ -84,6 +85,7 @@ void EventSource::Run() {
 }
 
 void EventSource::Answer(const FanotifyEvent& ev, bool allow, int err) {
+  std::lock_guard<std::mutex> lk(group_mu_);
   if (!group_) return;  // stopped: closing the group answered everything
   Status st = allow ? group_->Allow(ev) : group_->Deny(ev, err);
   // The kernel takes only some errnos in a denial; fall back to EIO, which
@@ -103,11 +105,17 @@ void EventSource::OnEvent(std::shared_ptr<FanotifyEvent> ev) {
     return Answer(*ev, false, EIO);
   }
   if (regions->empty()) {
-    // Unmanaged: never ask again for this inode while it stays cached.
+    // Unmanaged: never ask again for this inode while it stays cached. The
+    // mark goes on first and the regions are read again after: a
+    // dm_set_region + Rewatch that ran in between would otherwise leave a
+    // managed file ignored here.
     if (::fanotify_mark(group_->fd(), FAN_MARK_ADD | FAN_MARK_IGNORE_SURV | FAN_MARK_EVICTABLE, FAN_PRE_ACCESS,
                         ev->fd.get(), nullptr) != 0)
       spdlog::debug("events: ignore mark refused: {}", std::strerror(errno));
-    return Answer(*ev, true, 0);
+    regions = dm::GetRegions(ev->fd.get());
+    if (!regions.ok()) return Answer(*ev, false, EIO);
+    if (regions->empty()) return Answer(*ev, true, 0);
+    ::fanotify_mark(group_->fd(), FAN_MARK_REMOVE | FAN_MARK_IGNORE_SURV, FAN_PRE_ACCESS, ev->fd.get(), nullptr);
   }
   const uint64_t off = ev->range ? ev->range->offset : 0;
   const uint64_t len = ev->range ? ev->range->count : 0;

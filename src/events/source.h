@@ -33,6 +33,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -70,6 +71,7 @@ class EventSource {
   Node* const node_;
   UniqueFd view_fd_;  // for open_by_handle_at in Rewatch
   uint64_t fsid_ = 0;
+  std::mutex group_mu_;  // Answer (any thread) vs Stop
   std::unique_ptr<FanotifyGroup> group_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;

@@ -224,7 +224,6 @@ Status TcpTransport::SendRaw(int peer, uint8_t kind, std::span<const uint8_t> pa
   if (peer < 0 || peer >= opts_.size || peer == opts_.rank)
     return InvalidArgument("tcp: send to invalid rank " + std::to_string(peer));
   Peer& p = *peers_[peer];
-  if (p.state.load() != PeerState::kUp) return Unavailable("tcp: rank " + std::to_string(peer) + " is down", ECONNRESET);
   uint8_t hdr[kHeaderBytes] = {0};
   uint32_t len = static_cast<uint32_t>(payload.size());
   std::memcpy(hdr, &len, 4);  // little endian on every platform we build for
@@ -235,6 +234,8 @@ Status TcpTransport::SendRaw(int peer, uint8_t kind, std::span<const uint8_t> pa
                   {const_cast<uint8_t*>(kZeros), Padded(payload.size()) - payload.size()}};
   size_t total = kHeaderBytes + Padded(payload.size()), done = 0;
   std::lock_guard<std::mutex> lock(p.send_mu);
+  // Checked under the lock: Stop() closes the fd under it too.
+  if (p.state.load() != PeerState::kUp) return Unavailable("tcp: rank " + std::to_string(peer) + " is down", ECONNRESET);
   while (done < total) {
     msghdr msg{};
     iovec cur[3];
@@ -255,7 +256,11 @@ Status TcpTransport::SendRaw(int peer, uint8_t kind, std::span<const uint8_t> pa
     ssize_t w = ::sendmsg(p.fd.get(), &msg, MSG_NOSIGNAL);
     if (w < 0) {
       if (errno == EINTR) continue;
-      return PosixError("sendmsg", "rank " + std::to_string(peer), errno);
+      // A frame cut off midway would garble every later one: the link is
+      // done. The progress thread sees the shutdown and reports the peer.
+      const int e = errno;
+      ::shutdown(p.fd.get(), SHUT_RDWR);
+      return PosixError("sendmsg", "rank " + std::to_string(peer), e);
     }
     done += static_cast<size_t>(w);
   }

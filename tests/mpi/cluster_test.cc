@@ -260,3 +260,33 @@ TEST(Cluster, MalformedLocalFrameIsRejectedAndTheAgentLivesOn) {
 
 }  // namespace
 }  // namespace pdm::test
+
+namespace pdm::test {
+namespace {
+
+TEST(Cluster, ADmAppKilledInsideGetEventsLeavesNoWaiterBehind) {
+  LocalCluster lc(3);
+  ASSERT_TRUE(lc.up());
+  uint64_t sid = *lc.Client(1)->CreateSession(0, "hsm");
+  ASSERT_TRUE(lc.Client(1)->SetDisp(sid, kFs, kUser).ok());
+  pid_t waiter = fork();
+  if (waiter == 0) {
+    auto c = LocalClient::Connect(lc.Socket(1));
+    if (c.ok()) (void)(*c)->GetEvents(sid, 0, true, 0);  // parks forever
+    _exit(0);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_EQ(kill(waiter, SIGKILL), 0);
+  waitpid(waiter, nullptr, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the agent notices within 200 ms
+  auto raised = std::async(std::launch::async, [&] { return lc.Client(2)->Raise(kFs, 22, true, {7}); });
+  auto evs = lc.Client(1)->GetEvents(sid, 0, true, 5000);
+  ASSERT_TRUE(evs.ok()) << "the event went to the dead waiter: " << evs.status().ToString();
+  ASSERT_EQ(evs->size(), 1u);
+  ASSERT_TRUE(lc.Client(1)->Respond(sid, (*evs)[0].token, 1, 0).ok());
+  EXPECT_EQ(raised.get()->response, 1);
+  EXPECT_TRUE(lc.Client(1)->DestroySession(sid).ok());
+}
+
+}  // namespace
+}  // namespace pdm::test
