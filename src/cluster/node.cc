@@ -369,6 +369,9 @@ void Node::CompleteBcast(uint64_t bcast_id, Outbox& out) {
   Bcast b = std::move(it->second);
   bcasts_.erase(it);
   bcast_seen_[bcast_id] = true;
+  // Only recent broadcasts can arrive twice (a subtree re-sent after its
+  // forwarder died): keep a bounded window, oldest ids first out.
+  if (bcast_seen_.size() > 100000) bcast_seen_.erase(bcast_seen_.begin(), std::next(bcast_seen_.begin(), 50000));
   for (int to : b.ack_to) {
     if (to == -1) {
       ReplySm(b.origin, b.req_id, b.err, b.sid, out);
@@ -402,7 +405,10 @@ void Node::HandleUpdate(int from, const wire::Update& u, std::span<const uint8_t
     it->second.ack_to.push_back(from);  // a second parent (its first one died)
     return;
   }
-  if (bcast_seen_.count(id)) {
+  // Seen already, or a late change from an SM whose term is over (the
+  // snapshot of its successor already holds what counts): ack, do not apply.
+  if (bcast_seen_.count(id) || (!u.snapshot() && u.term() < tables_.term)) {
+    bcast_seen_[id] = true;
     out.frames.emplace_back(from, Envelope(wire::Body::UpdateAck,
                                            [&](Fbb& fbb) { return wire::CreateUpdateAck(fbb, id); }));
     return;
@@ -553,7 +559,9 @@ void Node::FinishRebuild(Outbox& out) {
   parked_.clear();
   for (const auto& [token, objs] : held_rights_)
     for (const auto& [obj, right] : objs) rights_[obj][token] = Hold{right, opts_.rank};
-  for (auto& [obj, th] : reported_rights_) rights_[obj][th.first] = th.second;
+  for (auto& [obj, th] : reported_rights_)
+    if (th.second.holder >= 0 && th.second.holder < opts_.size && alive_[th.second.holder])
+      rights_[obj][th.first] = th.second;  // a holder that died since reporting has lost them
   reported_rights_.clear();
   sm_ = opts_.rank;
   sm_ready_ = true;
