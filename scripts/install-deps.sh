@@ -9,7 +9,7 @@ PKGS=(
   clang libclang-rt-14-dev               # libFuzzer + sanitizers for the fuzz target
   libopenmpi-dev openmpi-bin             # bootstrap (mpirun / srun --mpi=pmix)
   libhdf5-openmpi-dev hdf5-tools         # HSM archive containers, catalogs
-  libibverbs-dev librdmacm-dev rdma-core ibverbs-utils   # verbs transport (always built)
+  libibverbs-dev librdmacm-dev rdma-core ibverbs-utils ibverbs-providers  # verbs transport (always built)
   libflatbuffers-dev flatbuffers-compiler                 # wire format
   libsodium-dev                          # peer authentication (keyed BLAKE2b)
   libgtest-dev libgmock-dev libbenchmark-dev
