@@ -66,7 +66,7 @@ else
 fi
 
 echo "== MPI cluster tests and verbs device tests (release build)"
-ctest --test-dir build -L 'mpi|verbs' --output-on-failure --timeout 300 2>&1 | tee build/mpi.log || status=1
+ctest --test-dir build -L 'mpi|verbs|slurm' --output-on-failure --timeout 300 2>&1 | tee build/mpi.log || status=1
 tally build/mpi.log
 
 echo "total: $passed passed, $failed failed, $skipped skipped"
