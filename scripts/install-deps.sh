@@ -15,6 +15,7 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev nlohmann-json3-dev libtomlplusplus-dev libxxhash-dev
   attr e2fsprogs util-linux procps psmisc
+  slurm-wlm slurm-wlm-basic-plugins munge  # single-host Slurm for the slurm tests (slurm/localslurm.sh)
 )
 
 missing=()
