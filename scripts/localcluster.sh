@@ -14,11 +14,15 @@
 # lists every rank. MPI bootstrap traffic stays on the loopback interface.
 #
 # Environment: PDM_BUILD (default ./build), PDM_BACKING_SIZE (default 4G),
-# PDM_UP_TIMEOUT seconds (default 60).
+# PDM_UP_TIMEOUT seconds (default 60), PDM_LAUNCHER (default mpirun; srun
+# starts the same ranks as one Slurm job step, srun --mpi=pmix, on the Slurm
+# that SLURM_CONF names, e.g. slurm/localslurm.sh's; PDM_SRUN_ARGS adds srun
+# options). state/mpirun.pid holds the launcher's pid either way.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${PDM_BUILD:-$here/build}
+launcher=${PDM_LAUNCHER:-mpirun}
 
 die() { echo "localcluster: $*" >&2; exit 1; }
 
@@ -48,10 +52,28 @@ cluster_up() {
     mountpoint -q "$dir/node$k" || mount --bind "$dir/backing" "$dir/node$k"
   done
   echo "$n" > "$dir/state/size"
-  setsid mpirun --allow-run-as-root --oversubscribe --enable-recovery -np "$n" \
-    --mca btl self,tcp --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo \
-    "$build/bin/pdmd" --fs-root "$dir/backing" --view "$dir/node%r" --state-dir "$dir/state" "$@" \
-    > "$dir/state/pdmd.log" 2>&1 < /dev/null &
+  local pdmd=("$build/bin/pdmd" --fs-root "$dir/backing" --view "$dir/node%r" --state-dir "$dir/state" "$@")
+  case "$launcher" in
+    mpirun)
+      setsid mpirun --allow-run-as-root --oversubscribe --enable-recovery -np "$n" \
+        --mca btl self,tcp --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo \
+        "${pdmd[@]}" > "$dir/state/pdmd.log" 2>&1 < /dev/null &
+      ;;
+    srun)
+      command -v srun >/dev/null || die "PDM_LAUNCHER=srun but no srun (slurm/localslurm.sh up, then source its env)"
+      # All N ranks on the one Slurm node of a single host; --overcommit: the
+      # step takes one CPU, not N. A rank's death (kill -9) must not end the
+      # step: --kill-on-bad-exit=0 keeps the other tasks running (what
+      # --enable-recovery does for mpirun), --no-kill keeps the job if a node
+      # fails. The MCA settings reach the ranks through srun's environment.
+      # shellcheck disable=SC2086 # PDM_SRUN_ARGS is a list of options
+      OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=lo \
+        setsid srun --mpi=pmix --job-name=pdmd -N 1 -n "$n" --ntasks-per-node="$n" --overcommit \
+        --kill-on-bad-exit=0 --no-kill ${PDM_SRUN_ARGS:-} \
+        "${pdmd[@]}" > "$dir/state/pdmd.log" 2>&1 < /dev/null &
+      ;;
+    *) die "PDM_LAUNCHER must be mpirun or srun, got '$launcher'" ;;
+  esac
   echo $! > "$dir/state/mpirun.pid"
   local deadline=$((SECONDS + ${PDM_UP_TIMEOUT:-60}))
   while :; do
