@@ -60,8 +60,8 @@ inline constexpr size_t kMaxKeySize = 512;
 // archive (docs/hsm-archive.md), so one file's versions share a directory.
 std::string MakeObjectKey(uint64_t fsid, uint64_t ino, uint32_t igen, uint64_t ver);
 // A valid key: 1..kMaxKeySize bytes of [A-Za-z0-9._-] in '/'-separated
-// components, none empty, "." or "..", none ending in ".part", ".json" or
-// ".tmp" (names the back ends use). Otherwise InvalidArgument.
+// components, none empty, "." or "..", none ending in ".part", ".data",
+// ".json" or ".tmp" (names the back ends use). Otherwise InvalidArgument.
 Status ValidateKey(std::string_view key);
 
 // ---- chunks and manifests ---------------------------------------------------------
@@ -86,7 +86,8 @@ struct ObjectManifest {
   std::vector<ChunkRef> chunks;  // sorted by index, exactly ChunkCount(size, chunk_size)
   Checksum128 sum;               // ObjectChecksum over chunks[i].sum
   // Free text kept with the object for the admin (e.g. the file's path and
-  // handle at archive time); not interpreted. At most 4096 bytes.
+  // handle at archive time); not interpreted. At most 4096 bytes of
+  // printable ASCII (BuildManifest replaces other bytes with '?').
   std::string origin;
   friend bool operator==(const ObjectManifest&, const ObjectManifest&) = default;
 };

@@ -119,8 +119,13 @@ class Journal {
 
  private:
   Journal(std::string dir, std::string name, JournalOptions opts);
-  Status AppendLocked(std::unique_lock<std::mutex>& lk, const std::string& payload);
-  Status CompactLocked();
+  // Writes one record at the end (undone on a failed write); then apply()
+  // updates the in-memory moves; then waits until the record is durable.
+  template <typename Apply>
+  Status AppendLocked(std::unique_lock<std::mutex>& lk, const std::string& payload, Apply apply);
+  Status SyncLocked(std::unique_lock<std::mutex>& lk, uint64_t end);
+  Status CompactLocked(std::unique_lock<std::mutex>& lk);
+  Status MaybeCompactLocked(std::unique_lock<std::mutex>& lk);
 
   const std::string dir_, name_, path_;
   const JournalOptions opts_;
@@ -131,7 +136,7 @@ class Journal {
   UniqueFd fd_;                       // GUARDED_BY(mu_)
   uint64_t size_ = 0;                 // GUARDED_BY(mu_): bytes written
   uint64_t synced_ = 0;               // GUARDED_BY(mu_): bytes known durable
-  uint64_t generation_ = 0;           // GUARDED_BY(mu_): bumped by compaction (new fd)
+  uint64_t compacted_size_ = 0;       // GUARDED_BY(mu_): size right after the last compaction
   bool syncing_ = false;              // GUARDED_BY(mu_): a thread is in fdatasync
   Status sync_error_;                 // GUARDED_BY(mu_): sticky: a failed fdatasync poisons the journal
   uint64_t next_id_ = 1;              // GUARDED_BY(mu_)
