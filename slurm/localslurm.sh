@@ -80,7 +80,9 @@ wait_for() {
 
 write_munge_key() {
   mkdir -p "$dir/munge"
-  chmod 0700 "$dir/munge"  # munged refuses key and socket directories others can write to
+  # Readable by all (the socket is how every user's srun gets credentials),
+  # writable by root only: munged refuses a socket directory others can write to.
+  chmod 0755 "$dir/munge"
   if [ ! -s "$dir/munge/munge.key" ]; then
     # A key of our own: the packaged /etc/munge/munge.key may be missing on a
     # fresh machine, and a test cluster must not share credentials with a real one.
