@@ -8,7 +8,7 @@ PKGS=(
   build-essential cmake ninja-build pkg-config git python3
   clang libclang-rt-14-dev               # libFuzzer + sanitizers for the fuzz target
   libopenmpi-dev openmpi-bin             # bootstrap (mpirun / srun --mpi=pmix)
-  libhdf5-openmpi-dev hdf5-tools         # HSM archive containers, catalogs
+  libhdf5-openmpi-dev hdf5-tools python3-h5py  # HSM archive containers, catalogs (h5py: catalog tests)
   libibverbs-dev librdmacm-dev rdma-core ibverbs-utils ibverbs-providers  # verbs transport (always built)
   libflatbuffers-dev flatbuffers-compiler                 # wire format
   libsodium-dev                          # peer authentication (keyed BLAKE2b)

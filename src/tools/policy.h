@@ -1,0 +1,138 @@
+// Policy engine core: a TOML policy file of file classes and rules, the
+// ordering and limits of a rule's candidates, and the watermark trigger.
+// The actions themselves belong to the tools (pdm-purge unlinks and
+// releases; pdm-migrate archives, migrates and recalls through the HSM);
+// this header decides *what* they act on.
+//
+//   [trigger]                    # optional: run only above `high`, stop at `low`
+//   path = "/scratch"            # file system to watch (default: the tool's PATH)
+//   high = "90%"
+//   low  = "80%"
+//
+//   [[class]]
+//   name = "old_tmp"
+//   path = ["*.tmp", "/scratch/**/core"]   # any glob (glob.h); default: all
+//   exclude = ["*.keep"]
+//   type = "f"                   # TypeLetter()s, default "fl"
+//   larger_than = "1M"           # size > ; smaller_than = "1G": size <
+//   older_than = "30d"           # age by `by` > ; newer_than: age <
+//   by = "atime"                 # atime (default) | mtime | ctime
+//   user = ["alice", "1001"]     # owner in any; group = ["proj"]
+//   hsm_state = ["archived"]     # none | archived | released | dirty | lost
+//
+//   [[rule]]
+//   name = "purge_old_tmp"
+//   action = "purge"             # purge | release | migrate | archive | recall
+//   class = ["old_tmp"]          # entries of any of these classes
+//   order = "atime"              # atime|mtime|ctime: oldest first;
+//                                # size: largest first; none (default)
+//   max_count = 1000             # take at most this many ...
+//   max_volume = "10T"           # ... or until this many bytes
+//
+// A file belongs to the first rule (in file order) one of whose classes it
+// matches, so a rule cannot steal another's files. Unknown keys are errors:
+// a typo must not silently widen or narrow a purge.
+//
+// Thread-safety: Policy is an immutable value once parsed. PrefixSelect is
+// COLLECTIVE.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "tools/select.h"
+
+namespace pdm::tools {
+
+enum class Action : unsigned char { kPurge, kRelease, kMigrate, kArchive, kRecall };
+const char* ActionName(Action a);
+
+enum class OrderKey : unsigned char { kNone, kAtime, kMtime, kCtime, kSize };
+
+struct PolicyClass {
+  std::string name;
+  Criteria criteria;
+};
+
+struct Rule {
+  std::string name;
+  Action action = Action::kPurge;
+  std::vector<size_t> classes;  // indexes into Policy::classes
+  OrderKey order = OrderKey::kNone;
+  std::optional<uint64_t> max_count;
+  std::optional<uint64_t> max_volume;
+};
+
+struct Trigger {
+  std::string path;   // empty: the tool's PATH
+  double high = 1.0;  // fraction of the file system used (df's Use%)
+  double low = 1.0;   // stop once usage is at or below this
+};
+
+struct Policy {
+  std::vector<PolicyClass> classes;
+  std::vector<Rule> rules;
+  std::optional<Trigger> trigger;
+
+  // `origin` names the text in errors (a file name).
+  static Result<Policy> Parse(std::string_view toml, const std::string& origin = "policy");
+  static Result<Policy> Load(const std::string& file);
+
+  // Index of the rule that takes e, or -1.
+  int RuleFor(const Entry& e, int64_t now_ns) const;
+};
+
+// ---- watermarks --------------------------------------------------------------
+
+struct FsUsage {
+  uint64_t size = 0;   // bytes (f_blocks * f_frsize)
+  uint64_t used = 0;   // bytes in use ((f_blocks - f_bfree) * f_frsize)
+  uint64_t avail = 0;  // bytes available to users (f_bavail * f_frsize)
+  // As df computes Use%: used / (used + avail); reserved blocks excluded.
+  double used_fraction() const { return used + avail == 0 ? 0 : double(used) / double(used + avail); }
+};
+
+Result<FsUsage> StatFs(const std::string& path);
+
+struct TriggerDecision {
+  bool run = false;           // usage is at or above the high watermark
+  uint64_t bytes_to_free = 0;  // to get down to the low watermark
+};
+// Pure: what a trigger says about one usage sample.
+TriggerDecision Evaluate(const Trigger& t, const FsUsage& u);
+
+// ---- ordering and limits ------------------------------------------------------
+
+// One candidate of a rule on this rank. `key` orders candidates globally
+// (smaller first); `weight` is what a volume limit counts (allocated bytes).
+struct Candidate {
+  int64_t key = 0;
+  uint64_t weight = 0;
+  uint64_t index = 0;  // caller's handle (position in its own list)
+};
+
+// The key for an order: times oldest first, size largest first.
+int64_t OrderKeyOf(OrderKey order, const Entry& e);
+
+// COLLECTIVE. Sorts `local` by key (ties: rank, then local order) and
+// returns how many of its first entries belong to the global prefix that a
+// limit allows: a candidate is taken when the candidates before it, over all
+// ranks, number fewer than max_count and weigh less than max_volume (so the
+// one that reaches a volume limit is the last taken — a watermark target is
+// met, not missed by one file). No limits: everything.
+size_t PrefixSelect(MPI_Comm comm, std::vector<Candidate>* local, std::optional<uint64_t> max_count,
+                    std::optional<uint64_t> max_volume);
+
+// Pure, for PrefixSelect and its tests: with `before_count` / `before_volume`
+// candidates ahead of `sorted` (all with the same key), how many of `sorted`
+// are taken.
+size_t TakeWithin(const std::vector<Candidate>& sorted, size_t from, size_t to, uint64_t before_count,
+                  uint64_t before_volume, uint64_t max_count, uint64_t max_volume);
+
+}  // namespace pdm::tools

@@ -1,0 +1,497 @@
+#include "tools/purge.h"
+
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+#include "common/posix.h"
+#include "tools/catalog.h"
+#include "tools/hsm_state.h"
+#include "tools/mpi_util.h"
+#include "tools/progress.h"
+#include "tools/report.h"
+#include "tools/walk.h"
+
+namespace pdm::tools {
+
+Result<std::string> CheckPurgeRoot(const std::string& root, bool force) {
+  char buf[PATH_MAX];
+  if (realpath(root.c_str(), buf) == nullptr) return PosixError("realpath", root, errno);
+  std::string real(buf);
+  struct stat st, up;
+  if (lstat(real.c_str(), &st) != 0) return PosixError("lstat", real, errno);
+  if (!S_ISDIR(st.st_mode)) return InvalidArgument(real + " is not a directory");
+  if (force) return real;
+  if (real == "/") return FailedPrecondition("refusing to purge / (use --force)");
+  const std::string parent = real.substr(0, std::max<size_t>(1, real.rfind('/')));
+  if (lstat(parent.c_str(), &up) != 0) return PosixError("lstat", parent, errno);
+  // A mount root sits on another device than its parent (or is its own
+  // parent, for a bind of /): purging it empties a whole file system.
+  if (up.st_dev != st.st_dev || (up.st_ino == st.st_ino && up.st_dev == st.st_dev))
+    return FailedPrecondition("refusing to purge the mount root " + real + " (use --force)");
+  return real;
+}
+
+namespace {
+
+struct Selected {
+  std::string path;
+  uint64_t size = 0, blocks = 0;
+  uint32_t uid = 0;
+  int rule = -1;  // policy rule, -1 without a policy
+  int64_t key = 0;
+};
+
+// Opens directories without following any symlink on the way, and keeps the
+// last one open: the balanced list is mostly grouped by directory.
+class ParentCache {
+ public:
+  ~ParentCache() { Reset(); }
+  // The fd of `dir`, or -errno.
+  int Open(const std::string& dir) {
+    if (fd_ >= 0 && dir == dir_) return fd_;
+    Reset();
+    struct open_how how;
+    std::memset(&how, 0, sizeof how);
+    how.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    long fd = syscall(SYS_openat2, AT_FDCWD, dir.c_str(), &how, sizeof how);
+    if (fd < 0) return -errno;
+    fd_ = static_cast<int>(fd);
+    dir_ = dir;
+    return fd_;
+  }
+  void Reset() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+    dir_.clear();
+  }
+
+ private:
+  int fd_ = -1;
+  std::string dir_;
+};
+
+void SplitPath(const std::string& path, std::string* dir, std::string* name) {
+  const size_t slash = path.rfind('/');
+  *dir = slash == 0 ? "/" : path.substr(0, slash);
+  *name = path.substr(slash + 1);
+}
+
+bool StrictlyUnder(const std::string& path, const std::vector<std::string>& roots) {
+  for (const auto& r : roots) {
+    if (r == "/") {
+      if (path.size() > 1) return true;
+    } else if (path.size() > r.size() && path.compare(0, r.size(), r) == 0 && path[r.size()] == '/') {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool UnderOrAt(const std::string& path, const std::vector<std::string>& roots) {
+  return std::find(roots.begin(), roots.end(), path) != roots.end() || StrictlyUnder(path, roots);
+}
+
+// In input mode nothing was pruned, so an ancestor excluded by a name glob
+// ("--exclude keep") must be checked here.
+bool UnderExcludedDir(const Criteria& c, const std::string& path) {
+  if (c.exclude.empty()) return false;
+  std::string dir = path;
+  for (;;) {
+    const size_t slash = dir.rfind('/');
+    if (slash == std::string::npos || slash == 0) return false;
+    dir.resize(slash);
+    for (const auto& g : c.exclude)
+      if (g.Matches(dir)) return true;
+  }
+}
+
+// A clean, verified copy, resident data, and no administrator veto.
+bool Releasable(const Entry& e) {
+  return e.is_file() && ClassOf(e.hsm_flags) == HsmClass::kArchived && !(e.hsm_flags & kHsmNoRelease);
+}
+
+class Purger {
+ public:
+  Purger(MPI_Comm comm, const PurgeOptions& o, PurgeResult* r) : comm_(comm), o_(o), res_(r) {
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &size_);
+  }
+
+  Status Run() {
+    const double t0 = MPI_Wtime();
+    now_ = o_.now_ns;
+    if (now_ == 0) {
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      now_ = int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+      // Every rank judges ages against rank 0's clock.
+      MPI_Bcast(&now_, 1, MPI_INT64_T, 0, comm_);
+    }
+    PDM_RETURN_IF_ERROR(Prepare());
+    PDM_RETURN_IF_ERROR(Select());
+    PDM_RETURN_IF_ERROR(ApplyPolicyLimits());
+    PDM_RETURN_IF_ERROR(WriteReport());
+    std::vector<std::string> work = Balance();
+    Status st = Act(work);
+    if (st.ok() && o_.rmdir && !o_.dryrun) RemoveEmptiedDirs();
+    Finish(MPI_Wtime() - t0);
+    return st;
+  }
+
+ private:
+  void Error(const std::string& msg) {
+    ++errors_;
+    if (static_cast<int>(errors_) <= o_.max_error_lines) std::fprintf(stderr, "pdm-purge[%d]: %s\n", rank_, msg.c_str());
+  }
+
+  Status Prepare() {
+    Status st;
+    for (const auto& r : o_.roots) {
+      auto real = CheckPurgeRoot(r, o_.force);
+      if (!real.ok()) {
+        st = real.status();
+        break;
+      }
+      roots_.push_back(*real);
+    }
+    if (st.ok() && roots_.empty() && o_.input.empty()) st = InvalidArgument("no PATH and no -i input");
+    const bool needs_hook = o_.release_only ||
+                            (o_.policy && std::any_of(o_.policy->rules.begin(), o_.policy->rules.end(),
+                                                      [](const Rule& r) { return r.action == Action::kRelease; }));
+    if (st.ok() && needs_hook && !o_.release && !o_.dryrun)
+      st = Unimplemented("release is not supported without the HSM (no release hook)");
+    return AgreeStatus(comm_, st);
+  }
+
+  // The decision for one entry; the same in the dry run and the real run.
+  int Judge(const Entry& e) const {
+    if (o_.protect.Covers(e.path)) return -2;
+    int rule = -1;
+    if (o_.policy) {
+      rule = o_.policy->RuleFor(e, now_);
+      if (rule < 0) return -2;
+      const Action a = o_.policy->rules[static_cast<size_t>(rule)].action;
+      if (a != Action::kPurge && a != Action::kRelease) return -2;  // pdm-migrate's business
+      if (a == Action::kRelease && !Releasable(e)) return -2;
+    } else {
+      if (!Matches(o_.criteria, e, now_)) return -2;
+      if (o_.release_only && !Releasable(e)) return -2;
+    }
+    return rule;
+  }
+
+  bool Releases(int rule) const {
+    return rule >= 0 ? o_.policy->rules[static_cast<size_t>(rule)].action == Action::kRelease : o_.release_only;
+  }
+
+  void Consider(Entry&& e) {
+    ++scanned_;
+    const int rule = Judge(e);
+    if (rule == -2) return;
+    Selected s;
+    s.rule = rule;
+    s.size = e.size;
+    s.blocks = e.blocks;
+    s.uid = e.uid;
+    if (rule >= 0) s.key = OrderKeyOf(o_.policy->rules[static_cast<size_t>(rule)].order, e);
+    s.path = std::move(e.path);
+    sel_.push_back(std::move(s));
+  }
+
+  Status Select() {
+    Progress prog(comm_, o_.progress_s, "pdm-purge", "entries scanned");
+    if (o_.input.empty()) {
+      WalkOptions w;
+      w.roots = roots_;
+      w.read_hsm = o_.read_hsm;
+      w.progress = &prog;
+      w.max_error_lines = o_.max_error_lines;
+      // Excluded (CLI) and protected directories are not read at all.
+      w.prune = [this](const Entry& d) {
+        return o_.protect.Covers(d.path) || (!o_.policy && Prunes(o_.criteria, o_.protect, d));
+      };
+      WalkStats ws;
+      Status st = Walk(comm_, w, [this](Entry&& e) { Consider(std::move(e)); }, &ws);
+      errors_ += ws.errors;
+      uint64_t i = 0, b = 0;
+      prog.Finish(&i, &b);
+      return AgreeStatus(comm_, st);
+    }
+    // Input mode: every listed path is lstat'ed now; the list may be old.
+    auto one = [&](const std::string& raw) -> Status {
+      prog.Add(1, 0);
+      prog.Tick();
+      const std::string path = AbsolutePath(raw);
+      if (!roots_.empty() && !UnderOrAt(path, roots_)) {
+        ++skipped_;
+        return Status::Ok();
+      }
+      if (!o_.policy && UnderExcludedDir(o_.criteria, path)) return Status::Ok();
+      Entry e;
+      Status st = StatEntry(path, o_.read_hsm, &e);
+      if (!st.ok()) {
+        if (st.err() == ENOENT) ++skipped_;
+        else Error(st.ToString());
+        return Status::Ok();
+      }
+      Consider(std::move(e));
+      return Status::Ok();
+    };
+    Status st;
+    if (IsCatalogFile(o_.input))
+      st = ForEachCatalogRow(comm_, o_.input, 1 << 16, [&](Entry&& e) { return one(e.path); });
+    else
+      st = ForEachListLine(comm_, o_.input, [&](std::string&& line) { return one(line); });
+    uint64_t i = 0, b = 0;
+    prog.Finish(&i, &b);
+    return st;
+  }
+
+  // Orders each rule's candidates and cuts them to its limits and the
+  // trigger's budget. Without a policy there is nothing to cut.
+  Status ApplyPolicyLimits() {
+    if (!o_.policy) return Status::Ok();
+    std::optional<uint64_t> budget;
+    if (o_.policy->trigger) {
+      const std::string path = !o_.policy->trigger->path.empty() ? o_.policy->trigger->path
+                                                                 : (roots_.empty() ? std::string("/") : roots_[0]);
+      uint64_t u[3] = {0, 0, 0};
+      Status st;
+      if (rank_ == 0) {
+        auto fs = StatFs(path);
+        if (fs.ok()) {
+          u[0] = fs->size;
+          u[1] = fs->used;
+          u[2] = fs->avail;
+        } else {
+          st = fs.status();
+        }
+      }
+      PDM_RETURN_IF_ERROR(AgreeStatus(comm_, st));
+      MPI_Bcast(u, 3, MPI_UINT64_T, 0, comm_);
+      FsUsage usage{u[0], u[1], u[2]};
+      const TriggerDecision d = Evaluate(*o_.policy->trigger, usage);
+      res_->triggered = d.run;
+      res_->to_free = d.bytes_to_free;
+      if (!d.run) {
+        sel_.clear();
+        return Status::Ok();
+      }
+      budget = d.bytes_to_free;
+    }
+    std::vector<Selected> kept;
+    for (size_t r = 0; r < o_.policy->rules.size(); ++r) {
+      const Rule& rule = o_.policy->rules[r];
+      std::vector<Candidate> c;
+      for (size_t i = 0; i < sel_.size(); ++i)
+        if (sel_[i].rule == static_cast<int>(r)) c.push_back(Candidate{sel_[i].key, sel_[i].blocks * 512, i});
+      std::optional<uint64_t> max_volume = rule.max_volume;
+      if (budget) max_volume = std::min(max_volume.value_or(UINT64_MAX), *budget);
+      const size_t take = PrefixSelect(comm_, &c, rule.max_count, max_volume);
+      uint64_t vol = 0;
+      for (size_t i = 0; i < take; ++i) {
+        vol += c[i].weight;
+        kept.push_back(std::move(sel_[c[i].index]));
+      }
+      if (budget) {
+        const uint64_t got = SumAll(comm_, vol);
+        *budget = got >= *budget ? 0 : *budget - got;
+      }
+    }
+    sel_ = std::move(kept);
+    return Status::Ok();
+  }
+
+  Status WriteReport() {
+    matched_ = sel_.size();
+    for (const auto& s : sel_) selected_bytes_ += s.size;
+    if (o_.report_file.empty()) return Status::Ok();
+    // Group by user on owner rank uid % P, so each user's section is whole.
+    std::vector<std::vector<std::string>> out(static_cast<size_t>(size_));
+    for (const auto& s : sel_)
+      out[s.uid % static_cast<uint32_t>(size_)].push_back(std::to_string(s.uid) + "\t" + std::to_string(s.size) + "\t" +
+                                                          s.path);
+    std::map<uint32_t, std::vector<ReportItem>> users;
+    for (auto& line : ExchangeStrings(comm_, out)) {
+      const size_t t1 = line.find('\t'), t2 = line.find('\t', t1 + 1);
+      const uint32_t uid = static_cast<uint32_t>(std::strtoul(line.c_str(), nullptr, 10));
+      users[uid].push_back(ReportItem{line.substr(t2 + 1), std::strtoull(line.c_str() + t1 + 1, nullptr, 10)});
+    }
+    const uint64_t nusers = SumAll(comm_, users.size());
+    const uint64_t files = SumAll(comm_, matched_), bytes = SumAll(comm_, selected_bytes_);
+    std::string text;
+    if (rank_ == 0) text = FormatReportHeader(nusers, files, bytes, roots_, o_.dryrun);
+    for (auto& [uid, items] : users) text += FormatUserSection(uid, UserName(uid), std::move(items));
+    return WriteFileOrdered(comm_, o_.report_file, text);
+  }
+
+  // Spreads the selection evenly: global position i goes to rank i*P/N.
+  std::vector<std::string> Balance() {
+    unsigned long long n = sel_.size(), before = 0, total = 0;
+    MPI_Exscan(&n, &before, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, comm_);
+    if (rank_ == 0) before = 0;
+    MPI_Allreduce(&n, &total, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, comm_);
+    std::vector<std::vector<std::string>> out(static_cast<size_t>(size_));
+    for (size_t i = 0; i < sel_.size(); ++i) {
+      const unsigned long long g = before + i;
+      const size_t to = static_cast<size_t>(g * static_cast<unsigned long long>(size_) / std::max(total, 1ULL));
+      out[to].push_back(std::to_string(sel_[i].rule) + "\t" + sel_[i].path);
+    }
+    sel_.clear();
+    sel_.shrink_to_fit();
+    return ExchangeStrings(comm_, out);
+  }
+
+  Status Act(const std::vector<std::string>& work) {
+    std::string done_list;
+    Progress prog(comm_, o_.progress_s, "pdm-purge", o_.dryrun ? "selected" : "files acted on");
+    prog.SetTotal(SumAll(comm_, work.size()));
+    ParentCache parents;
+    std::string dir, name;
+    for (const auto& w : work) {
+      const size_t tab = w.find('\t');
+      const int rule = std::atoi(w.substr(0, tab).c_str());
+      const std::string path = w.substr(tab + 1);
+      prog.Tick();
+      if (o_.dryrun) {
+        done_list += path + "\n";
+        prog.Add(1, 0);
+        continue;
+      }
+      SplitPath(path, &dir, &name);
+      const int fd = parents.Open(dir);
+      if (fd < 0) {
+        if (-fd == ENOENT) ++skipped_;
+        else if (-fd == ELOOP) Error("refusing " + path + ": a symlink in its path (never followed)");
+        else Error(PosixError("openat2", dir, -fd).ToString());
+        continue;
+      }
+      struct stat st;
+      if (fstatat(fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == ENOENT) ++skipped_;
+        else Error(PosixError("lstat", path, errno).ToString());
+        continue;
+      }
+      // Judged again on what is there now: a file read, grown or replaced by
+      // a directory since the selection is left alone.
+      Entry e;
+      e.path = path;
+      FillFromStat(st, &e);
+      if (o_.read_hsm && e.is_file()) {
+        auto hs = ReadHsmState(path);
+        if (hs.ok()) {
+          e.hsm_flags = hs->flags;
+          e.archive_id = hs->archive_id;
+        }
+      }
+      if (e.is_dir() || Judge(e) != rule) {
+        ++skipped_;
+        continue;
+      }
+      if (Releases(rule)) {
+        Status rs = o_.release(path);
+        if (!rs.ok()) {
+          Error("release " + path + ": " + rs.ToString());
+          continue;
+        }
+        ++released_;
+      } else {
+        if (unlinkat(fd, name.c_str(), 0) != 0) {
+          if (errno == ENOENT) ++skipped_;
+          else Error(PosixError("unlink", path, errno).ToString());
+          continue;
+        }
+        ++removed_;
+        if (o_.rmdir && StrictlyUnder(dir, roots_)) emptied_[Depth(dir)].insert(dir);
+      }
+      bytes_ += e.size;
+      prog.Add(1, e.size);
+      done_list += path + "\n";
+    }
+    uint64_t i = 0, b = 0;
+    prog.Finish(&i, &b);
+    Status st;
+    if (!o_.list_file.empty()) st = WriteFileOrdered(comm_, o_.list_file, done_list);
+    if (st.ok() && o_.print_list) st = WriteRankOrdered(comm_, done_list, stdout);
+    return st;
+  }
+
+  static int64_t Depth(const std::string& p) { return std::count(p.begin(), p.end(), '/'); }
+
+  // Deepest level first; the MaxAll of each round doubles as the barrier
+  // that keeps a parent from being tried before all its children are gone.
+  void RemoveEmptiedDirs() {
+    ParentCache parents;
+    std::string dir, name;
+    for (;;) {
+      const int64_t d = MaxAll(comm_, emptied_.empty() ? -1 : emptied_.rbegin()->first);
+      if (d < 0) break;
+      auto it = emptied_.find(d);
+      if (it == emptied_.end()) continue;
+      for (const auto& p : it->second) {
+        if (o_.protect.Covers(p)) continue;
+        SplitPath(p, &dir, &name);
+        const int fd = parents.Open(dir);
+        if (fd < 0) continue;
+        if (unlinkat(fd, name.c_str(), AT_REMOVEDIR) == 0) {
+          ++dirs_removed_;
+          if (StrictlyUnder(dir, roots_)) emptied_[Depth(dir)].insert(dir);
+        } else if (errno != ENOTEMPTY && errno != EEXIST && errno != ENOENT) {
+          Error(PosixError("rmdir", p, errno).ToString());
+        }
+      }
+      emptied_.erase(d);
+      parents.Reset();
+    }
+  }
+
+  void Finish(double secs) {
+    uint64_t local[9] = {scanned_, matched_, removed_, released_, o_.dryrun ? selected_bytes_ : bytes_,
+                         dirs_removed_, skipped_, errors_, 0};
+    uint64_t sums[9] = {};
+    MPI_Allreduce(local, sums, 9, MPI_UINT64_T, MPI_SUM, comm_);
+    res_->scanned = sums[0];
+    res_->matched = sums[1];
+    res_->removed = sums[2];
+    res_->released = sums[3];
+    res_->bytes = sums[4];
+    res_->dirs_removed = sums[5];
+    res_->skipped = sums[6];
+    res_->errors = sums[7];
+    res_->seconds = secs;
+  }
+
+  MPI_Comm comm_;
+  const PurgeOptions& o_;
+  PurgeResult* res_;
+  int rank_ = 0, size_ = 1;
+  int64_t now_ = 0;
+  std::vector<std::string> roots_;
+  std::vector<Selected> sel_;
+  std::map<int64_t, std::set<std::string>> emptied_;  // by depth
+  uint64_t scanned_ = 0, matched_ = 0, removed_ = 0, released_ = 0, bytes_ = 0, selected_bytes_ = 0;
+  uint64_t dirs_removed_ = 0, skipped_ = 0, errors_ = 0;
+};
+
+}  // namespace
+
+Status RunPurge(MPI_Comm comm, const PurgeOptions& opts, PurgeResult* result) {
+  *result = PurgeResult{};
+  Purger p(comm, opts, result);
+  return p.Run();
+}
+
+}  // namespace pdm::tools
