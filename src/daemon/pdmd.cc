@@ -23,6 +23,7 @@
 #include "common/log.h"
 #include "daemon/local_server.h"
 #include "events/source.h"
+#include "events/namespace_source.h"
 #include "transport/auth.h"
 #include "transport/transport.h"
 
@@ -181,6 +182,34 @@ int main(int argc, char** argv) {
     }
   }
 
+  // Namespace, metadata and mount events (events/namespace_source.h). The
+  // kernel reports a file system's namespace changes through every mount of
+  // it, so on each host only the lowest rank raises them; every rank raises
+  // CLOSE and the mount events of its own view.
+  std::unique_ptr<pdm::events::NamespaceSource> ns_source;
+  if (o.events != "off") {
+    pdm::events::NamespaceSource::Options no;
+    no.view = nopts.nodes[rank].view;
+    no.is_dm_app = [&server](int pid) { return server.IsClientPid(pid); };
+    int lowest_here = rank;
+    for (int r = size - 1; r >= 0; --r)
+      if (hosts[r] == hosts[rank]) lowest_here = r;
+    no.raise_namespace = lowest_here == rank;
+    for (int r = 0; r < size; ++r) {
+      if (r == rank || hosts[r] != hosts[rank]) continue;
+      no.other_agent_pids.push_back(nopts.nodes[r].pid);
+      no.other_dmapi_sockets.push_back(nopts.nodes[r].socket);
+    }
+    ns_source = std::make_unique<pdm::events::NamespaceSource>(std::move(no), &node);
+    if (auto st = ns_source->Start(); !st.ok()) {
+      if (o.events == "on") return Fail("namespace events on " + nopts.nodes[rank].view + ": " + st.ToString());
+      spdlog::warn("rank {}: no namespace events on {} ({})", rank, nopts.nodes[rank].view, st.message());
+      ns_source.reset();
+    } else {
+      node.SetGeneratedEvents(node.generated_events() | pdm::events::NamespaceSource::GeneratedEvents());
+    }
+  }
+
   // Block the stop signals before any thread we start next inherits the mask.
   sigset_t stop;
   sigemptyset(&stop);
@@ -196,6 +225,7 @@ int main(int argc, char** argv) {
   int sig = 0;
   sigwait(&stop, &sig);
   spdlog::info("rank {}: signal {}, stopping", rank, sig);
+  if (ns_source) ns_source->Stop();  // before the node stops: PREUNMOUNT and UNMOUNT still go out
   node.Stop();
   source_ptr = nullptr;
   if (source) source->Stop();

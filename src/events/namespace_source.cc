@@ -9,6 +9,8 @@
 #include <linux/sock_diag.h>
 #include <linux/unix_diag.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/fanotify.h>
 #include <sys/socket.h>
@@ -403,6 +405,13 @@ void NamespaceSource::RaiseUnmount(unsigned type) {
 
 // The reader: everything below runs on its thread only.
 void NamespaceSource::Run() {
+  // The agent's main thread sigwaits for the stop signals; this thread
+  // must never be the one they are delivered to.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
   State& s = *state_;
   const int gfd = group_.get();
   const pid_t self = ::getpid();
