@@ -1,0 +1,166 @@
+// Globs, selection criteria, protection, HSM state decoding and the purge
+// report (src/tools/glob.h, select.h, hsm_state.h, report.h).
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "tools/glob.h"
+#include "tools/hsm_state.h"
+#include "tools/report.h"
+#include "tools/select.h"
+
+namespace pdm::tools {
+namespace {
+
+TEST(ToolsGlob, SingleStarStaysInOneComponent) {
+  EXPECT_TRUE(GlobMatch("*.tmp", "a.tmp"));
+  EXPECT_TRUE(GlobMatch("*", ""));
+  EXPECT_FALSE(GlobMatch("*.tmp", "a.tmp.x"));
+  EXPECT_FALSE(GlobMatch("/a/*", "/a/b/c"));
+  EXPECT_TRUE(GlobMatch("/a/*/c", "/a/b/c"));
+  EXPECT_TRUE(GlobMatch("f?o", "foo"));
+  EXPECT_FALSE(GlobMatch("f?o", "f/o"));
+  EXPECT_TRUE(GlobMatch("core.[0-9]*", "core.123"));
+  EXPECT_FALSE(GlobMatch("core.[!0-9]*", "core.123"));
+  EXPECT_TRUE(GlobMatch("core.[^0-9]*", "core.x"));
+  EXPECT_TRUE(GlobMatch("a\\*b", "a*b"));
+  EXPECT_FALSE(GlobMatch("a\\*b", "axb"));
+}
+
+TEST(ToolsGlob, DoubleStarCrossesDirectories) {
+  EXPECT_TRUE(GlobMatch("/s/**/core", "/s/a/b/core"));
+  EXPECT_TRUE(GlobMatch("/s/**/core", "/s/core"));  // zero directories
+  EXPECT_TRUE(GlobMatch("/s/**", "/s/a/b"));
+  EXPECT_FALSE(GlobMatch("/s/**", "/t/a"));
+  // A '*' after a '**' must not lose the '**' backtrack point.
+  EXPECT_TRUE(GlobMatch("/a/**/x*", "/a/xq/b/xz"));
+  EXPECT_FALSE(GlobMatch("/a/**/x*", "/a/xq/b/yz"));
+}
+
+TEST(ToolsGlob, NameOrWholePath) {
+  auto name = Glob::Make("*.keep");
+  ASSERT_TRUE(name.ok());
+  EXPECT_TRUE(name->Matches("/scratch/u/deep/x.keep"));
+  EXPECT_FALSE(name->Matches("/scratch/u.keep/x"));
+  auto whole = Glob::Make("/scratch/proj/**");
+  ASSERT_TRUE(whole.ok());
+  EXPECT_TRUE(whole->Matches("/scratch/proj/a/b"));
+  EXPECT_FALSE(whole->Matches("/scratch/other/proj/a"));
+  EXPECT_FALSE(Glob::Make("").ok());
+  EXPECT_FALSE(Glob::Make("a[bc").ok());
+  EXPECT_FALSE(Glob::Make("ab\\").ok());
+}
+
+Entry File(const std::string& path, uint64_t size, int64_t atime_s, uint32_t uid = 1000) {
+  Entry e;
+  e.path = path;
+  e.type = 'f';
+  e.size = size;
+  e.uid = uid;
+  e.gid = 100;
+  e.atime_ns = atime_s * 1000000000;
+  e.mtime_ns = e.ctime_ns = 0;
+  return e;
+}
+
+constexpr int64_t kNow = 1000LL * 86400 * 1000000000;  // day 1000
+
+TEST(ToolsSelect, AgeSizeOwnerAreAnded) {
+  Criteria c;
+  c.older_than_s = 30 * 86400;
+  c.larger_than = 100;
+  c.uids = {1000};
+  EXPECT_TRUE(Matches(c, File("/s/a", 101, 900 * 86400), kNow));
+  EXPECT_FALSE(Matches(c, File("/s/a", 100, 900 * 86400), kNow)) << "larger-than is strict";
+  EXPECT_FALSE(Matches(c, File("/s/a", 101, 980 * 86400), kNow)) << "too young";
+  EXPECT_FALSE(Matches(c, File("/s/a", 101, 900 * 86400, 1001), kNow)) << "other owner";
+  Entry d = File("/s/d", 4096, 0);
+  d.type = 'd';
+  EXPECT_FALSE(Matches(c, d, kNow)) << "directories are not in the default types";
+}
+
+TEST(ToolsSelect, ByChoosesTheTime) {
+  Criteria c;
+  c.older_than_s = 10 * 86400;
+  c.by = TimeField::kMtime;
+  Entry e = File("/s/a", 1, 999 * 86400);  // recently read...
+  e.mtime_ns = 100LL * 86400 * 1000000000;  // ...but written long ago
+  EXPECT_TRUE(Matches(c, e, kNow));
+  c.by = TimeField::kAtime;
+  EXPECT_FALSE(Matches(c, e, kNow));
+  EXPECT_EQ(*ParseTimeField("ctime"), TimeField::kCtime);
+  EXPECT_FALSE(ParseTimeField("btime").ok());
+}
+
+TEST(ToolsSelect, ExcludeAndIncludeGlobs) {
+  Criteria c;
+  c.include.push_back(*Glob::Make("*.dat"));
+  c.exclude.push_back(*Glob::Make("keep*"));
+  EXPECT_TRUE(Matches(c, File("/s/x.dat", 1, 0), kNow));
+  EXPECT_FALSE(Matches(c, File("/s/x.txt", 1, 0), kNow));
+  EXPECT_FALSE(Matches(c, File("/s/keep.dat", 1, 0), kNow));
+  Entry dir = File("/s/keepme", 0, 0);
+  dir.type = 'd';
+  ProtectSet none;
+  EXPECT_TRUE(Prunes(c, none, dir));
+}
+
+TEST(ToolsSelect, HsmStateClasses) {
+  Criteria c;
+  c.hsm = {HsmClass::kArchived};
+  Entry e = File("/s/a", 1, 0);
+  EXPECT_FALSE(Matches(c, e, kNow));
+  e.hsm_flags = kHsmExists | kHsmArchived;
+  EXPECT_TRUE(Matches(c, e, kNow));
+  e.hsm_flags |= kHsmReleased;
+  EXPECT_FALSE(Matches(c, e, kNow)) << "already released";
+  EXPECT_EQ(ClassOf(kHsmExists | kHsmArchived | kHsmDirty), HsmClass::kDirty);
+  EXPECT_EQ(ClassOf(kHsmExists | kHsmArchived | kHsmReleased | kHsmLost), HsmClass::kLost);
+  EXPECT_EQ(*ParseHsmClass("released"), HsmClass::kReleased);
+  EXPECT_FALSE(ParseHsmClass("migrated").ok());
+}
+
+TEST(ToolsSelect, ProtectCoversSubtrees) {
+  const std::string f = ::testing::TempDir() + "/pdm_protect_list.txt";
+  {
+    std::ofstream out(f);
+    out << "# comment\n\n/scratch/keep/\n/scratch/u/one.dat\n";
+  }
+  auto p = ProtectSet::Load(f);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->size(), 2u);
+  EXPECT_TRUE(p->Covers("/scratch/keep"));
+  EXPECT_TRUE(p->Covers("/scratch/keep/a/b"));
+  EXPECT_TRUE(p->Covers("/scratch/u/one.dat"));
+  EXPECT_FALSE(p->Covers("/scratch/u/one.dat2"));
+  EXPECT_FALSE(p->Covers("/scratch/keeper/x"));
+  EXPECT_FALSE(p->Covers("/scratch"));
+  std::remove(f.c_str());
+  EXPECT_EQ(ProtectSet::Load("/nonexistent/pdm/list").status().code(), Code::kNotFound);
+}
+
+TEST(ToolsHsmState, DecodesNamesAndNumbersAndRefusesGarbage) {
+  auto s = ParseHsmState(R"({"v":1,"flags":["exists","archived"],"archive":3,"key":"k","size":1})");
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->flags, kHsmExists | kHsmArchived);
+  EXPECT_EQ(s->archive_id, 3u);
+  for (const char* bad : {"not json", "[]", R"({"flags":"archived"})", R"({"archive":-1})"}) {
+    auto r = ParseHsmState(bad);
+    EXPECT_FALSE(r.ok()) << bad;
+    if (!r.ok()) {
+      EXPECT_EQ(r.status().code(), Code::kDataLoss) << bad;
+    }
+  }
+}
+
+TEST(ToolsReport, SectionsArePerUserAndSorted) {
+  const std::string h = FormatReportHeader(2, 3, 1536, {"/scratch"}, true);
+  EXPECT_EQ(h, "# pdm-purge report: 2 users, 3 files, 1.5 KiB (dry run: nothing removed)\n# root: /scratch\n");
+  const std::string s = FormatUserSection(1001, "alice", {{"/scratch/b", 1024}, {"/scratch/a", 0}});
+  EXPECT_EQ(s, "user alice (uid 1001): 2 files, 1.0 KiB\n  /scratch/a\n  /scratch/b\n");
+  EXPECT_EQ(FormatUserSection(7, "7", {{"/x", 5}}), "user 7 (uid 7): 1 file, 5 B\n  /x\n");
+}
+
+}  // namespace
+}  // namespace pdm::tools
