@@ -52,23 +52,26 @@ class H5Id {
 };
 
 struct H5ErrorInfo {
-  std::string msg;
+  std::string outer;  // the API call's own message (top of the stack)
+  std::string inner;  // the deepest one: usually the driver's, with errno
   int err = 0;
 };
 
-herr_t CollectError(unsigned /*n*/, const H5E_error2_t* e, void* data) {
+herr_t CollectError(unsigned n, const H5E_error2_t* e, void* data) {
   auto* info = static_cast<H5ErrorInfo*>(data);
-  if (e->desc != nullptr && info->msg.size() < 600) {
-    if (!info->msg.empty()) info->msg += "; ";
-    info->msg += e->func_name ? e->func_name : "?";
-    info->msg += ": ";
-    info->msg += e->desc;
-  }
-  // The sec2 driver puts the failing write's errno in its message
-  // ("file write failed: ..., errno = 28, ..."): the only place HDF5 keeps it.
-  if (e->desc != nullptr && info->err == 0) {
+  if (e->desc != nullptr) {
+    std::string m = std::string(e->func_name ? e->func_name : "?") + ": " + e->desc;
+    // The driver's message embeds a newline and a raw buffer address; keep
+    // it to one line and a sane length.
+    std::replace(m.begin(), m.end(), '\n', ' ');
+    if (m.size() > 300) m.resize(300);
+    if (n == 0) info->outer = m;
+    info->inner = std::move(m);
+    // The sec2 driver puts the failing call's errno in its message
+    // ("file write failed: ..., errno = 28, ..."): the only place HDF5
+    // keeps it.
     const char* p = std::strstr(e->desc, "errno = ");
-    if (p != nullptr) info->err = std::atoi(p + 8);
+    if (p != nullptr && info->err == 0) info->err = std::atoi(p + 8);
   }
   return 0;
 }
@@ -79,7 +82,8 @@ Status H5Failure(std::string_view call, const std::string& what) {
   H5ErrorInfo info;
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, CollectError, &info);
   H5Eclear2(H5E_DEFAULT);
-  std::string msg = what + ": " + (info.msg.empty() ? std::string("(no HDF5 error message)") : info.msg);
+  std::string msg = what + ": " + (info.outer.empty() ? std::string("(no HDF5 error message)") : info.outer);
+  if (!info.inner.empty() && info.inner != info.outer) msg += " ... " + info.inner;
   if (info.err != 0) return ArchiveIoError(call, msg, info.err);
   return Internal(std::string(call) + "(" + msg + ")", EIO);
 }
@@ -357,11 +361,20 @@ Result<ChunkRef> Hdf5Archive::PutChunk(const std::string& key, uint32_t index, u
   if (!ds.valid()) return fail(H5Failure("H5Dcreate2", c.path + ":" + ds_path));
   c.datasets.insert(ds_path);
   c.by_key[key].push_back(ds_path);
+  // A dataset that failed half way must not stay listed as if it held the
+  // chunk: unlink it (best effort; the container is broken anyway).
+  auto fail_unlink = [&](Status st) {
+    ds.reset();
+    H5Ldelete(file, ds_path.c_str(), H5P_DEFAULT);
+    H5Eclear2(H5E_DEFAULT);
+    c.datasets.erase(ds_path);
+    return fail(st);
+  };
   if (H5Dwrite(ds.get(), H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()) < 0)
-    return fail(H5Failure("H5Dwrite", c.path + ":" + ds_path));
-  PDM_RETURN_IF_ERROR(WriteStringAttr(ds.get(), "xxh3_128", sum.Hex()));
-  PDM_RETURN_IF_ERROR(WriteU64Attr(ds.get(), "offset", offset));
-  PDM_RETURN_IF_ERROR(WriteStringAttr(ds.get(), "key", key));
+    return fail_unlink(H5Failure("H5Dwrite", c.path + ":" + ds_path));
+  for (Status st : {WriteStringAttr(ds.get(), "xxh3_128", sum.Hex()), WriteU64Attr(ds.get(), "offset", offset),
+                    WriteStringAttr(ds.get(), "key", key)})
+    if (!st.ok()) return fail_unlink(st);
   haddr_t addr = H5Dget_offset(ds.get());
   if (addr == HADDR_UNDEF) return fail(Internal(c.path + ":" + ds_path + ": raw data has no file offset"));
   if (ds.Close() < 0) return fail(H5Failure("H5Dclose", c.path + ":" + ds_path));

@@ -90,7 +90,8 @@ json BeginRecord(const Move& m) {
 // The replayed state of a journal.
 struct State {
   std::map<uint64_t, Move> moves;
-  uint64_t next_id = 1;
+  uint64_t next_id = 1;     // from the compaction header and every begin
+  uint64_t last_begin = 0;  // begins come in increasing id order
 };
 
 // Applies one decoded record. Anything inconsistent is DataLoss: the record
@@ -107,7 +108,7 @@ Status ApplyRecord(const json& j, State* st) {
   if (!j.contains("id") || !j["id"].is_number_unsigned()) return bad("no id");
   uint64_t id = j["id"];
   if (t == "begin") {
-    if (st->moves.count(id) || id < st->next_id) return bad("id reused");
+    if (id <= st->last_begin) return bad("id reused");
     Move m;
     m.id = id;
     if (!j.contains("op") || !j["op"].is_string() || !j.contains("h") || !j["h"].is_string() ||
@@ -120,7 +121,8 @@ Status ApplyRecord(const json& j, State* st) {
     m.version = j["ver"];
     m.begin_ns = j["ns"];
     st->moves.emplace(id, std::move(m));
-    st->next_id = id + 1;
+    st->last_begin = id;
+    st->next_id = std::max(st->next_id, id + 1);
     return Status::Ok();
   }
   auto it = st->moves.find(id);
@@ -269,7 +271,7 @@ Result<std::unique_ptr<Journal>> Journal::Open(const std::string& dir, std::stri
   }
   j->moves_ = std::move(st.moves);
   j->next_id_ = st.next_id;
-  j->size_ = j->synced_ = valid_end;
+  j->size_ = valid_end;
   // A new file's directory entry must survive a crash before its first
   // record counts.
   PDM_RETURN_IF_ERROR(FsyncPath(dir));
@@ -328,8 +330,6 @@ template <typename Apply>
 Status Journal::AppendLocked(std::unique_lock<std::mutex>& lk, const std::string& payload, Apply apply) {
   if (!sync_error_.ok()) return sync_error_;
   if (payload.size() > kMaxPayload) return InvalidArgument("journal record too large");
-  // Compaction swaps fd_; never while another thread's fdatasync uses it.
-  synced_cv_.wait(lk, [&] { return !syncing_; });
   std::string rec = Frame(payload);
   size_t done = 0;
   while (done < rec.size()) {
@@ -345,23 +345,27 @@ Status Journal::AppendLocked(std::unique_lock<std::mutex>& lk, const std::string
     done += static_cast<size_t>(n);
   }
   size_ += rec.size();
+  written_ += rec.size();
   apply();
-  PDM_RETURN_IF_ERROR(SyncLocked(lk, size_));
+  PDM_RETURN_IF_ERROR(SyncLocked(lk, written_));
   return MaybeCompactLocked(lk);
 }
 
-Status Journal::SyncLocked(std::unique_lock<std::mutex>& lk, uint64_t end) {
-  if (!opts_.sync) return Status::Ok();
+Status Journal::SyncLocked(std::unique_lock<std::mutex>& lk, uint64_t upto) {
+  if (!opts_.sync) {
+    durable_ = written_;
+    return Status::Ok();
+  }
   // Group commit: one thread runs fdatasync for everything written so far;
   // the others wait for it and return if it covered their record.
-  while (synced_ < end) {
+  while (durable_ < upto) {
     if (!sync_error_.ok()) return sync_error_;
     if (syncing_) {
       synced_cv_.wait(lk);
       continue;
     }
     syncing_ = true;
-    uint64_t target = size_;
+    uint64_t target = written_;
     int fd = fd_.get();
     lk.unlock();
     int r = ::fdatasync(fd);
@@ -371,7 +375,7 @@ Status Journal::SyncLocked(std::unique_lock<std::mutex>& lk, uint64_t end) {
     // A failed fdatasync may have dropped dirty pages: nothing written since
     // the last good sync can be trusted, so the journal stops here.
     if (r != 0) sync_error_ = JournalIoError("fdatasync", path_, err);
-    else synced_ = std::max(synced_, target);
+    else durable_ = std::max(durable_, target);
     synced_cv_.notify_all();
   }
   return Status::Ok();
@@ -385,6 +389,9 @@ Status Journal::MaybeCompactLocked(std::unique_lock<std::mutex>& lk) {
 }
 
 Status Journal::CompactLocked(std::unique_lock<std::mutex>& lk) {
+  // fd_ is about to change: not while a thread is in fdatasync on it.
+  // (Others may append meanwhile; their records are in moves_ and so in the
+  // new image.)
   synced_cv_.wait(lk, [&] { return !syncing_; });
   if (!sync_error_.ok()) return sync_error_;
   std::string img = Frame(Dump(json{{"t", "hdr"}, {"next", next_id_}}));
@@ -416,7 +423,9 @@ Status Journal::CompactLocked(std::unique_lock<std::mutex>& lk) {
     return dir_st;
   }
   fd_ = std::move(fd);
-  size_ = synced_ = compacted_size_ = img.size();
+  size_ = compacted_size_ = img.size();
+  durable_ = written_;  // all of it is in the new, fsynced file
+  synced_cv_.notify_all();
   return Status::Ok();
 }
 

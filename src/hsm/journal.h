@@ -121,9 +121,11 @@ class Journal {
   Journal(std::string dir, std::string name, JournalOptions opts);
   // Writes one record at the end (undone on a failed write); then apply()
   // updates the in-memory moves; then waits until the record is durable.
+  // Writes go on while another thread is in fdatasync: that is what lets
+  // one fdatasync cover several threads' records.
   template <typename Apply>
   Status AppendLocked(std::unique_lock<std::mutex>& lk, const std::string& payload, Apply apply);
-  Status SyncLocked(std::unique_lock<std::mutex>& lk, uint64_t end);
+  Status SyncLocked(std::unique_lock<std::mutex>& lk, uint64_t upto);
   Status CompactLocked(std::unique_lock<std::mutex>& lk);
   Status MaybeCompactLocked(std::unique_lock<std::mutex>& lk);
 
@@ -134,8 +136,11 @@ class Journal {
   mutable std::mutex mu_;
   std::condition_variable synced_cv_;
   UniqueFd fd_;                       // GUARDED_BY(mu_)
-  uint64_t size_ = 0;                 // GUARDED_BY(mu_): bytes written
-  uint64_t synced_ = 0;               // GUARDED_BY(mu_): bytes known durable
+  uint64_t size_ = 0;                 // GUARDED_BY(mu_): file size (next write offset)
+  // Logical byte counters over the journal's life (not file offsets, which
+  // compaction resets): every record appended, and the prefix known durable.
+  uint64_t written_ = 0;              // GUARDED_BY(mu_)
+  uint64_t durable_ = 0;              // GUARDED_BY(mu_)
   uint64_t compacted_size_ = 0;       // GUARDED_BY(mu_): size right after the last compaction
   bool syncing_ = false;              // GUARDED_BY(mu_): a thread is in fdatasync
   Status sync_error_;                 // GUARDED_BY(mu_): sticky: a failed fdatasync poisons the journal
