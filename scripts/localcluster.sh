@@ -107,6 +107,18 @@ cluster_down() {
   fi
   # Ranks that outlived mpirun (e.g. after a test's kill -9 games).
   pkill -KILL -f "pdmd .*--state-dir $dir/state" 2>/dev/null || true
+  # The event supervisors outlive their agents on purpose; SIGTERM detaches
+  # them (waiting accesses fail with EIO, never read holes).
+  for f in "$dir"/state/node*.eventd.sock.pid; do
+    [ -f "$f" ] || continue
+    kill -TERM "$(cat "$f")" 2>/dev/null || true
+  done
+  for _ in $(seq 1 30); do
+    ls "$dir"/state/node*.eventd.sock.pid >/dev/null 2>&1 || break
+    sleep 0.1
+  done
+  pkill -KILL -f "pdm-eventd .*--socket $dir/state/" 2>/dev/null || true
+  rm -f "$dir"/state/node*.eventd.sock.pid
   sleep 0.2
   for v in "$dir"/node*; do
     [ -d "$v" ] || continue

@@ -44,7 +44,17 @@ struct Options {
   int max_sessions_per_node = 4000;
   std::string log_level = "info";
   std::string events = "auto";
+  int64_t event_timeout_ms = 0;
 };
+
+// pdm-eventd lives next to pdmd.
+std::string SiblingExe(const char* name) {
+  char self[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return name;
+  std::string dir(self, static_cast<size_t>(n));
+  return dir.substr(0, dir.rfind('/') + 1) + name;
+}
 
 std::string ExpandRank(std::string pattern, int rank) {
   for (size_t p; (p = pattern.find("%r")) != std::string::npos;) pattern.replace(p, 2, std::to_string(rank));
@@ -103,6 +113,12 @@ int main(int argc, char** argv) {
                  "supports them), on (fail without them), off")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "on", "off"}));
+  app.add_option("--event-timeout-ms", o.event_timeout_ms,
+                 "An access to a managed range that waits with no node agent attached (agent killed or "
+                 "restarting) fails with EIO after this long; 0 = wait for the agent (as GPFS without "
+                 "dmapiEventTimeout)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(0), int64_t(86400000)));
   CLI11_PARSE(app, argc, argv);
 
   auto kind = pdm::ParseTransportKind(o.transport);
@@ -168,9 +184,14 @@ int main(int argc, char** argv) {
   if (auto st = server.Start(); !st.ok()) return Fail("local API: " + st.ToString());
   std::unique_ptr<pdm::events::EventSource> source;
   if (o.events != "off") {
-    source = std::make_unique<pdm::events::EventSource>(
-        pdm::events::EventSource::Options{nopts.nodes[rank].view, [&server](int pid) { return server.IsClientPid(pid); }},
-        &node);
+    pdm::events::EventSource::Options eo;
+    eo.view = nopts.nodes[rank].view;
+    eo.is_dm_app = [&server](int pid) { return server.IsClientPid(pid); };
+    eo.supervisor_socket = o.state_dir + "/node" + std::to_string(rank) + ".eventd.sock";
+    eo.supervisor_exe = SiblingExe("pdm-eventd");
+    eo.supervisor_log = o.state_dir + "/node" + std::to_string(rank) + ".eventd.log";
+    eo.event_timeout_ms = o.event_timeout_ms;
+    source = std::make_unique<pdm::events::EventSource>(std::move(eo), &node);
     if (auto st = source->Start(); !st.ok()) {
       if (o.events == "on") return Fail("kernel events on " + nopts.nodes[rank].view + ": " + st.ToString());
       spdlog::warn("rank {}: no kernel data events on {} ({}); DM events come only from the DMAPI", rank,
@@ -217,7 +238,12 @@ int main(int argc, char** argv) {
   sigaddset(&stop, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
-  MPI_Barrier(MPI_COMM_WORLD);  // every rank is up: the last MPI call
+  MPI_Barrier(MPI_COMM_WORLD);  // every rank is up
+  // Finalize now, while every rank is alive: it is collective, so later it
+  // would hang on a dead rank, and a rank that dies still inside MPI makes
+  // Slurm's PMIx plugin kill the whole job step (srun --no-kill does not
+  // help). From here on we speak only our own transport.
+  MPI_Finalize();
   node.Start();
   spdlog::info("rank {}/{} up: transport {} at {}, socket {}, view {}", rank, size, (*transport)->name(), *addr,
                nopts.nodes[rank].socket, nopts.nodes[rank].view);
@@ -232,8 +258,6 @@ int main(int argc, char** argv) {
   server.Stop();
   (*transport)->Stop();
   spdlog::shutdown();
-  // No MPI_Finalize: it synchronises with every rank, and after a rank has
-  // died (the case we are built for) it would hang. Ranks stop one by one;
-  // mpirun --enable-recovery / srun accept an exit without it.
+  // MPI was finalized at start-up (see above), so ranks stop one by one.
   _exit(0);
 }

@@ -12,6 +12,12 @@
 
 namespace pdm::dm {
 
+bool Overlaps(const Region& r, uint64_t off, uint64_t len) {
+  const uint64_t end = len == 0 ? UINT64_MAX : off + len;
+  const uint64_t rend = r.size == 0 ? UINT64_MAX : r.offset + r.size;
+  return r.offset < end && off < rend;
+}
+
 namespace {
 
 // ---- little-endian framing shared by the pdm.* binary values ---------------

@@ -114,6 +114,9 @@ struct Region {
   friend bool operator==(const Region&, const Region&) = default;
 };
 
+// True when the access [off, off+len) (len 0: to the end) touches r.
+bool Overlaps(const Region& r, uint64_t off, uint64_t len);
+
 // Replaces the whole list (empty list removes the xattr). Flags outside
 // kRegionAllFlags or offset + size overflowing u64 → EINVAL; more than
 // kMaxRegions → E2BIG. Regions are stored as given (no merging), so

@@ -142,6 +142,7 @@ Result<std::vector<FanotifyEvent>> FanotifyGroup::Read(std::chrono::milliseconds
     ev.pid = meta.pid;
     if (meta.fd >= 0) {
       ev.fd = UniqueFd(meta.fd);
+      ev.id = meta.fd;
     } else if (meta.fd != FAN_NOFD) {
       ev.fd_error = -meta.fd;  // FAN_REPORT_FD_ERROR
     }
@@ -168,13 +169,13 @@ Status FanotifyGroup::Respond(int event_fd, uint32_t response) {
 }
 
 Status FanotifyGroup::Allow(const FanotifyEvent& event) {
-  return Respond(event.fd.get(), FAN_ALLOW);
+  return Respond(event.id >= 0 ? event.id : event.fd.get(), FAN_ALLOW);
 }
 
 Status FanotifyGroup::Deny(const FanotifyEvent& event, int err) {
   // Plain FAN_DENY already means EPERM and works on every kernel.
   uint32_t response = err == EPERM ? FAN_DENY : FAN_DENY_ERRNO(err);
-  return Respond(event.fd.get(), response);
+  return Respond(event.id >= 0 ? event.id : event.fd.get(), response);
 }
 
 }  // namespace pdm::events

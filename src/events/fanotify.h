@@ -43,14 +43,13 @@
 //    was given too.
 //  * When the last reference to the group closes, the kernel answers every
 //    pending permission event FAN_ALLOW: the application reads whatever is on
-//    disk (for a stub: zeros). A supervisor therefore holds a duplicate of the
-//    group fd (SendFd/RecvFd in events/fd_passing.h over a Unix socket) so an
-//    agent restart never releases the group; events queued while no agent
-//    runs wait for the next one. Caveat: an event the dead agent had already
-//    read but not answered stays pending (its reader blocks, killable) until
-//    the group itself is closed; the new agent cannot see it. Also: fork(2)
-//    copies the group fd, so a forked child that keeps it also keeps the
-//    group alive.
+//    disk (for a stub: zeros). An event read but never answered stays
+//    pending (its reader blocks, killable) until the group closes, and the
+//    kernel matches a response to its event by the fd *number* the reader
+//    got. Hence the event supervisor (events/supervisor.h): the group and
+//    every unanswered event's fd live in a process that outlives the agent.
+//    Also: fork(2) copies the group fd, so a forked child that keeps it also
+//    keeps the group alive.
 //
 // Thread-safety: a FanotifyGroup is a move-only value with one owner. Read and
 // Allow/Deny may be called from different threads on the same group (they are
@@ -130,6 +129,12 @@ struct FileRange {
 struct FanotifyEvent {
   UniqueFd fd;     // FMODE_NONOTIFY, opened with the group's event_f_flags;
                    // invalid for FAN_Q_OVERFLOW
+  // The number the kernel answers this event by: the fd number in the
+  // process that read the group. The kernel compares only the number, so any
+  // process holding the group may answer with it; the event supervisor
+  // forwards events to the agent and the agent answers with this id (its own
+  // copy of the fd has another number).
+  int id = -1;
   int fd_error = 0;  // errno of a failed fd open (FAN_REPORT_FD_ERROR only)
   uint64_t mask = 0;  // FAN_PRE_ACCESS, FAN_OPEN_PERM, ...
   int32_t pid = 0;    // tgid of the accessing process (tid with FAN_REPORT_TID)

@@ -26,6 +26,13 @@
 // dm_read_invis / dm_write_invis stay invisible and a DM application can
 // never deadlock on its own I/O.
 //
+// The group itself is held by the node's event supervisor (pdm-eventd,
+// events/supervisor.h), which Start() attaches to or spawns: the events come
+// over its socket and the answers go straight to the group by event id, so
+// a kill -9 of this agent leaves every waiting access waiting (or failing
+// with EIO after the event timeout) instead of reading holes, and the next
+// agent to attach gets them again.
+//
 // Thread-safety: Start/Stop from one thread; Rewatch from any thread. One
 // reader thread; answers are written by whichever thread has them.
 #pragma once
@@ -48,14 +55,21 @@ class EventSource {
   struct Options {
     std::string view;                       // this node's mount of the file system
     std::function<bool(int pid)> is_dm_app;  // exempt from data events
+    std::string supervisor_socket;          // where the node's pdm-eventd listens
+    std::string supervisor_exe;             // started when none listens ("" = never)
+    std::string supervisor_log;             // its stdout/stderr ("" = /dev/null)
+    // Accesses that wait for an agent fail with EIO after this long with no
+    // agent attached; 0 = wait for the next agent, however long.
+    int64_t event_timeout_ms = 0;
   };
   EventSource(Options opts, Node* node);
   ~EventSource();
   EventSource(const EventSource&) = delete;
   EventSource& operator=(const EventSource&) = delete;
 
-  // Creates the group and the mount mark. EOPNOTSUPP when the file system
-  // has no pre-content support (the agent then runs without kernel events).
+  // Attaches to the node's supervisor (starting one if none listens), which
+  // owns the group and the mount mark. EOPNOTSUPP when the file system has
+  // no pre-content support (the agent then runs without kernel events).
   Status Start();
   void Stop();
   // A file got managed regions: drop its ignore mark here.
@@ -63,16 +77,24 @@ class EventSource {
   uint64_t fsid() const { return fsid_; }
 
  private:
+  struct Pending {
+    FanotifyEvent ev;
+    uint64_t link = 0;  // which supervisor connection it came over
+  };
+  // Connects (spawning the supervisor if needed), attaches, takes the group.
+  Status Attach();
   void Run();
-  void OnEvent(std::shared_ptr<FanotifyEvent> ev);
-  void Answer(const FanotifyEvent& ev, bool allow, int err);
+  void OnEvent(std::shared_ptr<Pending> p);
+  void Answer(const Pending& p, bool allow, int err);
 
   const Options opts_;
   Node* const node_;
   UniqueFd view_fd_;  // for open_by_handle_at in Rewatch
   uint64_t fsid_ = 0;
-  std::mutex group_mu_;  // Answer (any thread) vs Stop
-  std::unique_ptr<FanotifyGroup> group_;
+  std::mutex group_mu_;  // answers and kDone (any thread) vs reattach and Stop
+  UniqueFd link_;        // the supervisor connection
+  uint64_t link_gen_ = 0;  // bumped per connection: older events' ids are void
+  std::unique_ptr<FanotifyGroup> group_;  // our copy of the supervisor's group
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };

@@ -113,6 +113,7 @@ int DmApp(const std::string& view, FILE* r, FILE* w) {
 
 class Events : public ::testing::Test {
  protected:
+  explicit Events(const std::string& pdmd_args = "") : lc_(4, pdmd_args) {}
   void SetUp() override {
     ASSERT_TRUE(lc_.up());
     app_ = Child::Start(lc_, 1, [this](FILE* r, FILE* w) { return DmApp(lc_.View(1), r, w); });
@@ -136,8 +137,14 @@ class Events : public ::testing::Test {
     app_.Send(cmd);
     return app_.ReadLine();
   }
-  LocalCluster lc_{4};
+  LocalCluster lc_;
   Child app_;
+};
+
+// Accesses that wait with no agent fail with EIO after 3 s.
+class EventsWithTimeout : public Events {
+ protected:
+  EventsWithTimeout() : Events("--event-timeout-ms 3000") {}
 };
 
 TEST_F(Events, ReadThroughAnotherNodeBlocksUntilTheSessionFillsTheDataAndReturnsIt) {
@@ -223,6 +230,56 @@ TEST_F(Events, WriteTruncateAndMmapRaiseTheirEvents) {
   EXPECT_EQ(e.rfind("event 16 2 0 ", 0), 0u) << e;  // READ for the mapped range
   ASSERT_EQ(Ask("fill " + orig), "ok");
   EXPECT_EQ(mm.get().second, content);
+
+  // The same through a C program's mmap(2), on another node.
+  const std::string orig2 = Make("m2.dat", content);
+  ASSERT_EQ(Ask("manage " + lc_.View(1) + "/m2.dat " + std::to_string(DM_REGION_READ)), "ok");
+  auto mc = std::async(std::launch::async, [&] {
+    return Sh(std::string(PDM_BINARY_DIR) + "/bin/mmap_cat " + lc_.View(3) + "/m2.dat");
+  });
+  e = Ask("next");
+  EXPECT_EQ(e.rfind("event 16 3 0 ", 0), 0u) << e;
+  ASSERT_EQ(Ask("fill " + orig2), "ok");
+  auto [mrc, mout] = mc.get();
+  EXPECT_EQ(mrc, 0);
+  EXPECT_TRUE(mout == content) << "mmap read " << mout.size() << " bytes, not the data written";
+}
+
+TEST_F(EventsWithTimeout, Kill9OfTheReadingNodesAgentNeverLetsTheReadSeeZeros) {
+  const std::string content = Pattern(256 * 1024);
+  Make("k.dat", content);
+  const std::string plain = Pattern(5000);
+  Make("plain.dat", plain);
+  ASSERT_EQ(Ask("manage " + lc_.View(1) + "/k.dat " + std::to_string(DM_REGION_READ | DM_REGION_WRITE)), "ok");
+  const std::string out = lc_.dir() + "/k.out";
+  auto reader = std::async(std::launch::async, [&] {
+    return Sh("cat " + lc_.View(2) + "/k.dat > " + out + "; echo $?");
+  });
+  const std::string ev = Ask("next");
+  ASSERT_EQ(ev.rfind("event 16 2 ", 0), 0u) << ev;
+  const int64_t t0 = MonotonicNs();
+  lc_.Kill9(2);  // the reading node's agent dies while the read waits for the session
+  EXPECT_EQ(reader.wait_for(std::chrono::milliseconds(1500)), std::future_status::timeout)
+      << "with its agent dead the read must keep waiting, not return the hole";
+  // Files that need no agent do not wait for one.
+  EXPECT_EQ(Sh("cat " + lc_.View(2) + "/plain.dat").second, plain);
+  ASSERT_EQ(reader.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  const std::string rc = reader.get().second;
+  EXPECT_NE(rc, "0\n") << "the read must fail";
+  EXPECT_GE(MonotonicNs() - t0, 2500LL * 1000000) << "and only after the event timeout";
+  struct stat st;
+  ASSERT_EQ(stat(out.c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 0) << "not one byte of the hole reached the reader";
+  // A new read with the agent still gone: EIO after the timeout, no data.
+  auto [rc2, out2] = Sh("python3 -c \"import os\ntry:\n os.read(os.open('" + lc_.View(2) +
+                        "/k.dat', os.O_RDONLY), 100); print('read')\nexcept OSError as e: print(e.errno)\"");
+  EXPECT_EQ(out2, std::to_string(EIO) + "\n");
+  // The session's node is unharmed: the same file reads through node 3.
+  auto r3 = std::async(std::launch::async, [&] { return Sh("head -c 4096 " + lc_.View(3) + "/k.dat"); });
+  const std::string ev3 = Ask("next");
+  EXPECT_EQ(ev3.rfind("event 16 3 ", 0), 0u) << ev3;
+  ASSERT_EQ(Ask("fill " + lc_.dir() + "/k.dat.orig"), "ok");
+  EXPECT_EQ(r3.get().second, content.substr(0, 4096));
 }
 
 TEST_F(Events, UnmanagedFilesRaiseNothing) {
