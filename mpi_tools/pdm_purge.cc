@@ -45,10 +45,18 @@ int Parse(int argc, char** argv, int rank, Args* a) {
   app.add_option("--by", a->by, "Time the age is taken from")->check(CLI::IsMember({"atime", "mtime", "ctime"}));
   app.add_option("--larger-than", a->larger, "Size above this (10M, 1G, ...)");
   app.add_option("--smaller-than", a->smaller, "Size below this");
-  app.add_option("--user", a->users, "Owner (name or uid); repeatable");
-  app.add_option("--group", a->groups, "Group (name or gid); repeatable");
-  app.add_option("--exclude", a->excludes, "Never touch entries matching this glob; repeatable");
-  app.add_option("--protect", a->protects, "File listing paths never touched (dirs: their subtrees); repeatable");
+  app.add_option("--user", a->users, "Owner (name or uid); repeatable")
+      ->expected(1)
+      ->allow_extra_args(false);  // one value per flag, so "--exclude X PATH" leaves PATH alone
+  app.add_option("--group", a->groups, "Group (name or gid); repeatable")
+      ->expected(1)
+      ->allow_extra_args(false);  // one value per flag, so "--exclude X PATH" leaves PATH alone
+  app.add_option("--exclude", a->excludes, "Never touch entries matching this glob; repeatable")
+      ->expected(1)
+      ->allow_extra_args(false);  // one value per flag, so "--exclude X PATH" leaves PATH alone
+  app.add_option("--protect", a->protects, "File listing paths never touched (dirs: their subtrees); repeatable")
+      ->expected(1)
+      ->allow_extra_args(false);  // one value per flag, so "--exclude X PATH" leaves PATH alone
   app.add_option("--type", a->types, "Entry types to purge, find -type letters (default fl)");
   app.add_option("--policy", a->policy, "TOML policy file: purge / release rules, limits, watermarks");
   app.add_flag("--all", a->all, "Purge everything under PATH (required when no criterion is given)");

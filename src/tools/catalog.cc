@@ -148,6 +148,8 @@ std::string ReadStringAttr(hid_t obj, const char* name) {
   if (H5Tis_variable_str(ft.get()) > 0) {
     Hid t(H5Tcopy(H5T_C_S1), H5Tclose);
     H5Tset_size(t.get(), H5T_VARIABLE);
+    // HDF5 converts between character sets not at all: match the file's.
+    H5Tset_cset(t.get(), H5Tget_cset(ft.get()));
     char* p = nullptr;
     if (H5Aread(a.get(), t.get(), &p) < 0 || p == nullptr) return {};
     std::string s(p);
