@@ -267,13 +267,18 @@ std::string Hdf5Archive::OpenContainer() {
 
 Status Hdf5Archive::OpenNewContainerLocked() {
   auto c = std::make_unique<Container>();
-  char seq[32];
-  std::snprintf(seq, sizeof seq, "%06" PRIu64, next_seq_++);
-  c->rel = "containers/" + opts_.writer + "-" + seq + ".h5";
-  c->path = dir() + "/" + c->rel;
-  // Our fd and lock first, so the file is never visible unlocked.
-  c->fd = UniqueFd(::open(c->path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640));
-  if (!c->fd.valid()) return ArchiveIoError("open", c->path, errno);
+  // Our fd and lock first, so the file is never visible unlocked. O_EXCL,
+  // and the next number if taken: an explicit writer name may be reused by a
+  // restarted process, whose earlier containers hold committed objects.
+  for (int tries = 0;; ++tries) {
+    char seq[32];
+    std::snprintf(seq, sizeof seq, "%06" PRIu64, next_seq_++);
+    c->rel = "containers/" + opts_.writer + "-" + seq + ".h5";
+    c->path = dir() + "/" + c->rel;
+    c->fd = UniqueFd(::open(c->path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640));
+    if (c->fd.valid()) break;
+    if (errno != EEXIST || tries >= 100000) return ArchiveIoError("open", c->path, errno);
+  }
   if (::flock(c->fd.get(), LOCK_EX | LOCK_NB) != 0) {
     int e = errno;
     ::unlink(c->path.c_str());

@@ -465,6 +465,20 @@ TEST(HsmHdf5Archive, ContainersAreReadableWithH5lsAndH5dump) {
     ASSERT_TRUE(r2.ok());
     EXPECT_EQ(ParseHdf5Location(r2->where)->container, "containers/testwriter-000001.h5");
   }
+  {
+    // A restarted writer with the same name never reuses a container.
+    ArchiveOptions opts;
+    opts.writer = "testwriter";
+    auto a = Archive::Open("hdf5:" + dir, 2, opts);
+    ASSERT_TRUE(a.ok());
+    auto r = (*a)->PutChunk("k/small/v3", 0, 0, Data(10, 1));
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(ParseHdf5Location(r->where)->container, "containers/testwriter-000002.h5");
+    auto m = (*a)->Stat("k/small/v1");
+    ASSERT_TRUE(m.ok());
+    std::vector<uint8_t> back(m->size);
+    ASSERT_TRUE((*a)->ReadChunk(*m, 0, back).ok());
+  }
   std::error_code ec;
   fs::remove_all(dir, ec);
 }
