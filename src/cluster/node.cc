@@ -641,6 +641,12 @@ void Node::OnFrame(int peer, std::span<const uint8_t> frame) {
         FinishRaised(r->token(), r->response(), r->err(), out);
         break;
       }
+      case wire::Body::TokenQuery:
+        HandleTokenQuery(peer, *env->body_as_TokenQuery(), out);
+        break;
+      case wire::Body::TokenReply:
+        CompleteTokenCall(peer, *env->body_as_TokenReply());
+        break;
       case wire::Body::Heartbeat:
       case wire::Body::NONE:
         break;
@@ -1235,12 +1241,72 @@ Result<std::vector<QueuedEvent>> Node::Outstanding(uint64_t sid) {
 }
 
 Result<QueuedEvent> Node::FindEvent(uint64_t sid, uint64_t token) {
-  std::lock_guard<std::mutex> lk(mu_);
-  PDM_RETURN_IF_ERROR(CheckOwnSession(sid));
-  auto& q = queues_[sid];
-  auto it = q.outstanding.find(token);
-  if (it == q.outstanding.end()) return NotFound("token not outstanding", ESRCH);
-  return it->second;
+  std::unique_lock<std::mutex> lk(mu_);
+  const SessionRecord* rec = tables_.Find(sid);
+  if (!rec) return InvalidArgument("no session " + std::to_string(sid));
+  if (rec->owner == opts_.rank) {
+    auto& q = queues_[sid];
+    auto it = q.outstanding.find(token);
+    if (it == q.outstanding.end()) return NotFound("token not outstanding", ESRCH);
+    return it->second;
+  }
+  const int owner = rec->owner;
+  if (owner < 0 || owner >= opts_.size || !alive_[owner])
+    return NotFound("the session's node is down: its tokens cannot be checked", ESRCH);
+  const uint64_t req = next_req_id_++;
+  token_calls_[req].rank = owner;
+  Outbox out;
+  out.frames.emplace_back(owner, Envelope(wire::Body::TokenQuery, [&](Fbb& fbb) {
+                            return wire::CreateTokenQuery(fbb, req, sid, token);
+                          }));
+  lk.unlock();
+  Flush(out);
+  lk.lock();
+  // OnPeerDown and Stop wake us; the bound covers a reply lost otherwise.
+  cv_.wait_for(lk, std::chrono::milliseconds(opts_.session_failure_timeout_ms + 1000), [&] {
+    const TokenCall& c = token_calls_.at(req);
+    return stopping_ || c.done || !alive_[c.rank];
+  });
+  TokenCall c = std::move(token_calls_.at(req));
+  token_calls_.erase(req);
+  if (!c.done) return NotFound("the session's node did not answer for the token", ESRCH);
+  if (c.err != 0) return FromErrno(c.err, "token not outstanding on its session node");
+  return c.ev;
+}
+
+void Node::HandleTokenQuery(int origin, const wire::TokenQuery& q, Outbox& out) {
+  int err = 0;
+  const QueuedEvent* ev = nullptr;
+  const SessionRecord* rec = tables_.Find(q.sid());
+  if (!rec || rec->owner != opts_.rank) {
+    err = ESRCH;
+  } else {
+    auto& queue = queues_[q.sid()];
+    auto it = queue.outstanding.find(q.token());
+    if (it == queue.outstanding.end()) err = ESRCH; else ev = &it->second;
+  }
+  out.frames.emplace_back(origin, Envelope(wire::Body::TokenReply, [&](Fbb& fbb) {
+                            auto payload = fbb.CreateVector(ev ? ev->payload : std::vector<uint8_t>{});
+                            return wire::CreateTokenReply(fbb, q.req_id(), err, ev ? uint8_t(ev->type) : 0,
+                                                          ev && ev->sync, ev ? ev->raiser : -1, ev ? ev->fsid : 0,
+                                                          payload);
+                          }));
+}
+
+void Node::CompleteTokenCall(int peer, const wire::TokenReply& r) {
+  auto it = token_calls_.find(r.req_id());
+  if (it == token_calls_.end() || it->second.rank != peer) return;
+  TokenCall& c = it->second;
+  c.done = true;
+  c.err = r.err();
+  if (c.err == 0) {
+    c.ev.type = r.type();
+    c.ev.sync = r.sync();
+    c.ev.raiser = r.raiser();
+    c.ev.fsid = r.fsid();
+    if (r.payload()) c.ev.payload.assign(r.payload()->begin(), r.payload()->end());
+  }
+  cv_.notify_all();
 }
 
 int Node::session_manager() {

@@ -125,6 +125,9 @@ class Node final : public Transport::Handler {
   Status Respond(uint64_t sid, uint64_t token, int response, int err);
   // Tokens delivered and not yet answered (dm_getall_tokens).
   Result<std::vector<QueuedEvent>> Outstanding(uint64_t sid);
+  // From any node: a session owned elsewhere is asked over the transport
+  // (TokenQuery), so a worker node can check the (sid, token) it was handed.
+  // ESRCH when the token is not outstanding (or its session node is gone).
   Result<QueuedEvent> FindEvent(uint64_t sid, uint64_t token);
 
   // Raises an event on this node (the node agent API; later the kernel event
@@ -242,6 +245,8 @@ class Node final : public Transport::Handler {
   void ResendForSession(uint64_t sid, Outbox& out);
   void FinishRaised(uint64_t token, int response, int err, Outbox& out);
   void CompleteSmCall(uint64_t req_id, int err, uint64_t sid);
+  void HandleTokenQuery(int origin, const wire::TokenQuery& q, Outbox& out);
+  void CompleteTokenCall(int peer, const wire::TokenReply& r);
   void ReplySm(int origin, uint64_t req_id, int err, uint64_t sid, Outbox& out);
   int LowestAlive() const;
   std::vector<int> AliveRanks(int root) const;
@@ -273,6 +278,13 @@ class Node final : public Transport::Handler {
   std::vector<std::pair<int, Frame>> deferred_sm_requests_;
   uint64_t next_req_id_ = 1;
   std::map<uint64_t, SmCall> sm_calls_;
+  struct TokenCall {
+    int rank = -1;  // asked
+    bool done = false;
+    int err = 0;
+    QueuedEvent ev;
+  };
+  std::map<uint64_t, TokenCall> token_calls_;
   uint64_t next_bcast_ = 1;
   std::map<uint64_t, Bcast> bcasts_;
   std::map<uint64_t, bool> bcast_seen_;  // non-root: completed broadcasts (dedupe)

@@ -57,6 +57,9 @@ Result<const Envelope*> DecodeEnvelope(std::span<const uint8_t> frame) {
       if (r->op() > SmOp::MAX) return Bad("unknown SM op");
       break;
     }
+    case Body::TokenReply:
+      if (env->body_as_TokenReply()->type() >= kEventTypeCount) return Bad("token reply event type");
+      break;
     default:
       break;
   }
