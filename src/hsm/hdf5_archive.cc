@@ -173,20 +173,6 @@ bool WriterNameOk(const std::string& w) {
   return true;
 }
 
-Status PreadExact(int fd, std::span<uint8_t> out, uint64_t off, const std::string& what) {
-  size_t done = 0;
-  while (done < out.size()) {
-    ssize_t n = ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(off + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return PosixError("pread", what, errno);
-    }
-    if (n == 0) return DataLoss(what + ": container shorter than the chunk it holds");
-    done += static_cast<size_t>(n);
-  }
-  return Status::Ok();
-}
-
 }  // namespace
 
 std::mutex& Hdf5LibraryMutex() {
@@ -508,8 +494,8 @@ Status Hdf5Archive::ReadChunk(const ObjectManifest& m, uint32_t index, std::span
     if (errno == ENOENT) return DataLoss("archive object '" + m.key + "': container " + loc.container + " missing");
     return PosixError("open", path, errno);
   }
-  PDM_RETURN_IF_ERROR(PreadExact(fd.get(), out, loc.file_offset, path));
-  if (Xxh3_128(out) != c.sum)
+  PDM_ASSIGN_OR_RETURN(Checksum128 sum, PreadHashed(fd.get(), out, loc.file_offset, path));
+  if (sum != c.sum)
     return DataLoss("archive object '" + m.key + "' chunk " + std::to_string(index) + ": checksum mismatch");
   return Status::Ok();
 }

@@ -45,7 +45,31 @@ Status PreadExact(int fd, std::span<uint8_t> out, uint64_t off, const std::strin
 
 std::atomic<uint64_t> g_tmp_counter{0};
 
+constexpr size_t kSlice = 1 << 20;
+
 }  // namespace
+
+Result<Checksum128> PreadHashed(int fd, std::span<uint8_t> out, uint64_t off, const std::string& what) {
+  Hasher h;
+  for (size_t done = 0; done < out.size();) {
+    size_t len = std::min(kSlice, out.size() - done);
+    PDM_RETURN_IF_ERROR(PreadExact(fd, out.subspan(done, len), off + done, what));
+    h.Update(out.subspan(done, len));
+    done += len;
+  }
+  return h.Digest();
+}
+
+Result<Checksum128> PwriteHashed(int fd, std::span<const uint8_t> data, uint64_t off, const std::string& what) {
+  Hasher h;
+  for (size_t done = 0; done < data.size();) {
+    size_t len = std::min(kSlice, data.size() - done);
+    h.Update(data.subspan(done, len));
+    PDM_RETURN_IF_ERROR(PwriteAll(fd, data.subspan(done, len), off + done, what));
+    done += len;
+  }
+  return h.Digest();
+}
 
 // ---- fs helpers ----------------------------------------------------------------
 
@@ -231,9 +255,9 @@ Result<ChunkRef> PosixArchive::PutChunk(const std::string& key, uint32_t index, 
   // No O_TRUNC: other workers are writing other chunks of this file.
   UniqueFd fd(::open(part.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0640));
   if (!fd.valid()) return ArchiveIoError("open", part, errno);
-  PDM_RETURN_IF_ERROR(PwriteAll(fd.get(), data, offset, part));
+  PDM_ASSIGN_OR_RETURN(Checksum128 sum, PwriteHashed(fd.get(), data, offset, part));
 
-  ChunkRef ref{index, offset, data.size(), DataRel(key), Xxh3_128(data)};
+  ChunkRef ref{index, offset, data.size(), DataRel(key), sum};
   if (durability == Durability::kNow) {
     if (::fsync(fd.get()) != 0) return ArchiveIoError("fsync", part, errno);
     // The .part's directory entry is made durable by Commit (it renames and
@@ -406,8 +430,8 @@ Status PosixArchive::ReadChunk(const ObjectManifest& m, uint32_t index, std::spa
     if (errno == ENOENT) return DataLoss("archive object '" + m.key + "': data file missing");
     return PosixError("open", path, errno);
   }
-  PDM_RETURN_IF_ERROR(PreadExact(fd.get(), out, c.offset, path));
-  if (Xxh3_128(out) != c.sum)
+  PDM_ASSIGN_OR_RETURN(Checksum128 sum, PreadHashed(fd.get(), out, c.offset, path));
+  if (sum != c.sum)
     return DataLoss("archive object '" + m.key + "' chunk " + std::to_string(index) + ": checksum mismatch");
   return Status::Ok();
 }
