@@ -23,6 +23,7 @@
 #include "common/log.h"
 #include "daemon/local_server.h"
 #include "events/source.h"
+#include "hsm/service.h"
 #include "events/namespace_source.h"
 #include "transport/auth.h"
 #include "transport/transport.h"
@@ -45,6 +46,12 @@ struct Options {
   std::string log_level = "info";
   std::string events = "auto";
   int64_t event_timeout_ms = 0;
+  std::string archive;
+  uint32_t archive_id = 1;
+  int hsm_archive_threads = 4;
+  int hsm_restore_threads = 2;
+  uint64_t hsm_chunk_mib = 64;
+  bool hsm_keep_on_destroy = false;
 };
 
 // pdm-eventd lives next to pdmd.
@@ -119,6 +126,22 @@ int main(int argc, char** argv) {
                  "dmapiEventTimeout)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t(0), int64_t(86400000)));
+  app.add_option("--archive", o.archive,
+                 "Run the HSM (coordinator on the lowest live rank, workers on every rank) with this archive: "
+                 "posix:DIR or hdf5:DIR (DIR shared by every node)");
+  app.add_option("--archive-id", o.archive_id, "Archive number recorded in file states")->capture_default_str();
+  app.add_option("--hsm-archive-threads", o.hsm_archive_threads, "Worker threads per rank that copy out")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  app.add_option("--hsm-restore-threads", o.hsm_restore_threads,
+                 "Worker threads per rank for recalls only (restores never wait behind archives)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  app.add_option("--hsm-chunk-mib", o.hsm_chunk_mib, "Big files move in chunks of this many MiB, in parallel")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  app.add_flag("--hsm-keep-on-destroy", o.hsm_keep_on_destroy,
+               "Keep the archive copy of a file that is deleted (default: drop it on DESTROY)");
   CLI11_PARSE(app, argc, argv);
 
   auto kind = pdm::ParseTransportKind(o.transport);
@@ -245,6 +268,21 @@ int main(int argc, char** argv) {
   // help). From here on we speak only our own transport.
   MPI_Finalize();
   node.Start();
+  std::unique_ptr<pdm::hsm::Service> hsm;
+  if (!o.archive.empty()) {
+    pdm::hsm::Service::Options ho;
+    ho.archive = o.archive;
+    ho.archive_id = o.archive_id;
+    ho.view = nopts.nodes[rank].view;
+    ho.socket = nopts.nodes[rank].socket;
+    ho.archive_threads = o.hsm_archive_threads;
+    ho.restore_threads = o.hsm_restore_threads;
+    ho.chunk_size = o.hsm_chunk_mib << 20;
+    ho.remove_on_destroy = !o.hsm_keep_on_destroy;
+    hsm = std::make_unique<pdm::hsm::Service>(std::move(ho), &node);
+    // After node.Start: the HSM is a DM application of this very agent.
+    if (auto st = hsm->Start(); !st.ok()) spdlog::critical("rank {}: HSM not started: {}", rank, st.ToString());
+  }
   spdlog::info("rank {}/{} up: transport {} at {}, socket {}, view {}", rank, size, (*transport)->name(), *addr,
                nopts.nodes[rank].socket, nopts.nodes[rank].view);
 

@@ -13,12 +13,23 @@
 
 namespace pdm::tools {
 
-Result<HsmState> ParseHsmState(std::string_view json) {
 #ifdef PDM_TOOLS_WITH_HSM
+// The catalog's hsm_flags column stores hsm::Flag bits as they are; these
+// pin the two enums together so a new HSM flag cannot shift a column value.
+constexpr bool Same(uint32_t a, uint32_t b) { return a == b; }
+static_assert(Same(kHsmExists, hsm::kExists) && Same(kHsmArchived, hsm::kArchived) &&
+              Same(kHsmReleased, hsm::kReleased) && Same(kHsmDirty, hsm::kDirty) && Same(kHsmLost, hsm::kLost) &&
+              Same(kHsmNoRelease, hsm::kNoRelease) && Same(kHsmNoArchive, hsm::kNoArchive));
+
+Result<HsmState> ParseHsmState(std::string_view json) {
+  // The HSM's own decoder, so the tools and the HSM judge a value alike: one
+  // the HSM would refuse (DataLoss) is reported, not half-read.
   auto fs = hsm::Decode(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(json.data()), json.size()));
-  if (!fs.ok()) return fs.status();
+  if (!fs.ok()) return fs.status();  // already DataLoss, naming the broken rule
   return HsmState{fs->flags, fs->archive_id};
-#endif
+}
+#else
+Result<HsmState> ParseHsmState(std::string_view json) {
   auto j = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return DataLoss(std::string(kHsmXattr) + ": not a JSON object");
   HsmState st;
@@ -48,11 +59,24 @@ Result<HsmState> ParseHsmState(std::string_view json) {
   }
   return st;
 }
+#endif
+
+namespace {
+
+// A damaged value is reported with the file it is on: the walk's error lines
+// must say which file an administrator has to look at.
+Result<HsmState> ParseAt(const std::string& path, std::string_view value) {
+  auto st = ParseHsmState(value);
+  if (!st.ok()) return DataLoss(path + ": " + st.status().message(), st.status().err());
+  return st;
+}
+
+}  // namespace
 
 Result<HsmState> ReadHsmState(const std::string& path) {
   char small[512];
   ssize_t n = lgetxattr(path.c_str(), kHsmXattr, small, sizeof small);
-  if (n >= 0) return ParseHsmState(std::string_view(small, static_cast<size_t>(n)));
+  if (n >= 0) return ParseAt(path, std::string_view(small, static_cast<size_t>(n)));
   if (errno == ENODATA || errno == ENOTSUP) return HsmState{};
   if (errno != ERANGE) return PosixError("lgetxattr", path, errno);
   // Larger than the stack buffer: ask for the size, then read it.
@@ -61,7 +85,7 @@ Result<HsmState> ReadHsmState(const std::string& path) {
   std::vector<char> buf(static_cast<size_t>(n));
   n = lgetxattr(path.c_str(), kHsmXattr, buf.data(), buf.size());
   if (n < 0) return PosixError("lgetxattr", path, errno);
-  return ParseHsmState(std::string_view(buf.data(), static_cast<size_t>(n)));
+  return ParseAt(path, std::string_view(buf.data(), static_cast<size_t>(n)));
 }
 
 Result<HsmClass> ParseHsmClass(std::string_view name) {

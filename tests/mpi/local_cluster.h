@@ -23,8 +23,11 @@ class LocalCluster {
   LocalCluster(int n, const std::string& extra_args = "") : n_(n) {
     char tmpl[] = "/tmp/pdm-cluster-XXXXXX";
     dir_ = mkdtemp(tmpl);
+    // %D in extra_args is the cluster's directory (e.g. --archive posix:%D/archive).
+    std::string args = extra_args;
+    for (size_t p; (p = args.find("%D")) != std::string::npos;) args.replace(p, 2, dir_);
     std::string cmd = std::string(PDM_SOURCE_DIR) + "/scripts/localcluster.sh up " + std::to_string(n) + " " + dir_ +
-                      " -- --heartbeat-timeout-ms 1000 " + extra_args + " > " + dir_ + "/up.log 2>&1";
+                      " -- --heartbeat-timeout-ms 1000 " + args + " > " + dir_ + "/up.log 2>&1";
     ::setenv("PDM_BUILD", PDM_BINARY_DIR, 1);
     ::setenv("PDM_BACKING_SIZE", "256M", 1);
     up_ = std::system(cmd.c_str()) == 0;

@@ -1,0 +1,574 @@
+#include "hsm/coordinator.h"
+
+#include <dmapi.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstring>
+#include <future>
+
+#include "dm/handle.h"
+#include "hsm/dm_util.h"
+
+namespace pdm::hsm {
+
+namespace {
+
+constexpr unsigned kDirtyWatch = DM_REGION_WRITE | DM_REGION_TRUNCATE;
+constexpr unsigned kStub = DM_REGION_READ | DM_REGION_WRITE | DM_REGION_TRUNCATE;
+
+struct FileStat {
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+};
+
+Result<FileStat> StatOf(dm_sessid_t sid, const std::string& h, dm_token_t token) {
+  dm_stat_t st{};
+  if (dm_get_fileattr(sid, H(h), h.size(), token, DM_AT_STAT, &st) != 0) return DmError("dm_get_fileattr");
+  return FileStat{static_cast<uint64_t>(st.dt_size), static_cast<int64_t>(st.dt_mtime) * 1000000000};
+}
+
+bool Unchanged(const FileState& s, const FileStat& st) { return s.size == st.size && s.mtime_ns == st.mtime_ns; }
+
+std::string KeyFor(const std::string& h, uint64_t ver) {
+  auto parsed = dm::Handle::Parse({reinterpret_cast<const uint8_t*>(h.data()), h.size()});
+  if (!parsed.ok()) return {};
+  return MakeObjectKey(parsed->fsid(), parsed->ino(), parsed->igen(), ver);
+}
+
+Status FirstError(const std::vector<Status>& v) {
+  for (const auto& s : v)
+    if (!s.ok()) return s;
+  return Status::Ok();
+}
+
+}  // namespace
+
+Coordinator::Coordinator(Options opts, hsm::Archive* archive) : opts_(std::move(opts)), archive_(archive) {}
+Coordinator::~Coordinator() = default;
+
+Status Coordinator::Start(uint64_t oldsid) {
+  dm_sessid_t sid;
+  if (dm_create_session(oldsid ? oldsid : DM_NO_SESSION, const_cast<char*>(std::string(kCoordinatorInfo).c_str()),
+                        &sid) != 0)
+    return DmError("dm_create_session(coordinator)");
+  sid_ = sid;
+  void* fsh;
+  size_t fshl;
+  if (dm_path_to_fshandle(const_cast<char*>(opts_.view.c_str()), &fsh, &fshl) != 0)
+    return DmError("dm_path_to_fshandle");
+  fsh_.assign(static_cast<char*>(fsh), fshl);
+  dm_handle_free(fsh, fshl);
+  dm_eventset_t ev;
+  DMEV_ZERO(ev);
+  DMEV_SET(DM_EVENT_READ, ev);
+  DMEV_SET(DM_EVENT_WRITE, ev);
+  DMEV_SET(DM_EVENT_TRUNCATE, ev);
+  DMEV_SET(DM_EVENT_DESTROY, ev);
+  if (dm_set_disp(sid_, H(fsh_), fsh_.size(), DM_NO_TOKEN, &ev, DM_EVENT_MAX) != 0) return DmError("dm_set_disp");
+  if (dm_set_eventlist(sid_, H(fsh_), fsh_.size(), DM_NO_TOKEN, &ev, DM_EVENT_MAX) != 0)
+    return DmError("dm_set_eventlist");
+  // DESTROY then carries the file's state, so its archive copy can go.
+  dm_attrname_t name = StateAttrName();
+  if (dm_set_return_on_destroy(sid_, H(fsh_), fsh_.size(), DM_NO_TOKEN, &name, DM_TRUE) != 0)
+    return DmError("dm_set_return_on_destroy");
+  PDM_ASSIGN_OR_RETURN(journal_, Journal::Open(opts_.journal_dir, "coordinator"));
+  PDM_RETURN_IF_ERROR(Recover());
+  spdlog::info("hsm: coordinator session {} ({}) on {}", sid_, oldsid ? "assumed" : "new", opts_.view);
+  return Status::Ok();
+}
+
+Status Coordinator::Recover() {
+  // What a dead coordinator left half done. Nothing is ever released before
+  // its copy is committed and recorded, so rolling back means: drop an
+  // uncommitted or unrecorded object; a file whose data may be gone (READ
+  // region) is a stub whatever its state says, and reads recall it.
+  for (const Move& m : journal_->InFlight()) {
+    const std::string h(m.handle.begin(), m.handle.end());
+    auto st = GetState(sid_, h, DM_NO_TOKEN);
+    const bool recorded = st.ok() && st->key == m.key && st->Has(kArchived);
+    if (!m.archived || !recorded) {
+      if (Status s = m.archived ? archive_->Remove(m.key) : archive_->AbortObject(m.key, m.chunks); !s.ok())
+        spdlog::warn("hsm: recovery could not drop object {}: {}", m.key, s.ToString());
+      (void)journal_->Abort(m.id, "coordinator died before the copy was recorded");
+      spdlog::info("hsm: recovery rolled back {} of {}", MoveOpName(m.op), m.key);
+      continue;
+    }
+    dm_region_t regs[4];
+    unsigned n = 0;
+    if (dm_get_region(sid_, H(h), h.size(), DM_NO_TOKEN, 4, regs, &n) == 0 && n > 0 &&
+        (regs[0].rg_flags & DM_REGION_READ) && !st->Has(kReleased)) {
+      FileState s = *st;
+      s.Set(kReleased);
+      (void)PutState(sid_, h, DM_NO_TOKEN, s);
+    }
+    (void)journal_->End(m.id);
+    spdlog::info("hsm: recovery finished {} of {}", MoveOpName(m.op), m.key);
+  }
+  return Status::Ok();
+}
+
+void Coordinator::Run() {
+  std::vector<uint8_t> buf(1u << 20);
+  for (;;) {
+    size_t rlen = 0;
+    if (dm_get_events(sid_, 64, DM_EV_WAIT, buf.size(), buf.data(), &rlen) != 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      spdlog::info("hsm: coordinator session ends ({})", std::strerror(errno));
+      return;
+    }
+    for (auto* m = reinterpret_cast<dm_eventmsg_t*>(buf.data()); m != nullptr; m = DM_STEP_TO_NEXT(m, dm_eventmsg_t*)) {
+      const size_t len = DM_GET_LEN(m, ev_data) + static_cast<size_t>(m->ev_data.vd_offset);
+      std::vector<uint8_t> copy(reinterpret_cast<uint8_t*>(m), reinterpret_cast<uint8_t*>(m) + len);
+      // Task results only wake a waiter; everything else may take long
+      // (it moves data), so it gets a thread of its own.
+      if (m->ev_type == DM_EVENT_USER) {
+        const char* p = DM_GET_VALUE(m, ev_data, const char*);
+        const std::string_view text(p, DM_GET_LEN(m, ev_data));
+        if (KindOf(text) == MessageKind::kResult) {
+          auto r = DecodeResult(text);
+          if (r.ok()) {
+            std::lock_guard<std::mutex> lk(mu_);
+            results_[r->id] = std::move(*r);
+            cv_.notify_all();
+          }
+          continue;
+        }
+      }
+      std::thread([this, copy = std::move(copy)]() mutable { OnEvent(std::move(copy)); }).detach();
+    }
+  }
+}
+
+void Coordinator::OnEvent(std::vector<uint8_t> raw) {
+  auto* m = reinterpret_cast<dm_eventmsg_t*>(raw.data());
+  const uint64_t token = m->ev_token;
+  switch (m->ev_type) {
+    case DM_EVENT_USER: {
+      const char* p = DM_GET_VALUE(m, ev_data, const char*);
+      auto req = DecodeRequest(std::string_view(p, DM_GET_LEN(m, ev_data)));
+      if (!req.ok()) {
+        spdlog::warn("hsm: refused a malformed request: {}", req.status().ToString());
+        return Respond(token, req.status());
+      }
+      return OnRequest(token, *req);
+    }
+    case DM_EVENT_READ:
+    case DM_EVENT_WRITE:
+    case DM_EVENT_TRUNCATE: {
+      auto* de = DM_GET_VALUE(m, ev_data, dm_data_event_t*);
+      const char* hp = DM_GET_VALUE(de, de_handle, const char*);
+      return OnDataEvent(token, m->ev_type, std::string(hp, DM_GET_LEN(de, de_handle)));
+    }
+    case DM_EVENT_DESTROY: {
+      auto* de = DM_GET_VALUE(m, ev_data, dm_destroy_event_t*);
+      const char* cp = DM_GET_VALUE(de, ds_attrcopy, const char*);
+      return OnDestroy(std::string(cp, DM_GET_LEN(de, ds_attrcopy)));
+    }
+    default:
+      if (token != DM_INVALID_TOKEN) Respond(token, Status::Ok());
+  }
+}
+
+void Coordinator::Respond(uint64_t token, const Status& st) {
+  if (token == DM_INVALID_TOKEN || token == 0) return;
+  const int err = st.ok() ? 0 : (st.err() ? st.err() : EIO);
+  if (dm_respond_event(sid_, token, err ? DM_RESP_ABORT : DM_RESP_CONTINUE, err, 0, nullptr) != 0)
+    spdlog::warn("hsm: cannot answer token {:#x}: {}", token, std::strerror(errno));
+}
+
+void Coordinator::OnRequest(uint64_t token, const Request& req) {
+  std::vector<Status> out(req.handles.size(), Status::Ok());
+  // Rights first: EXCL on every file of the request, under its token.
+  for (size_t i = 0; i < req.handles.size(); ++i)
+    if (dm_request_right(sid_, H(req.handles[i]), req.handles[i].size(), token, DM_RR_WAIT, DM_RIGHT_EXCL) != 0)
+      out[i] = DmError("dm_request_right");
+  if (req.op == Op::kArchive || req.op == Op::kMigrate) {
+    std::vector<std::string> todo;
+    std::vector<size_t> where;
+    for (size_t i = 0; i < req.handles.size(); ++i)
+      if (out[i].ok()) {
+        todo.push_back(req.handles[i]);
+        where.push_back(i);
+      }
+    std::vector<Status> got;
+    (void)ArchiveBatch(token, todo, req.op == Op::kMigrate, &got);
+    for (size_t k = 0; k < where.size(); ++k) out[where[k]] = got[k];
+  } else {
+    std::vector<std::future<Status>> fs;
+    for (size_t i = 0; i < req.handles.size(); ++i) {
+      if (!out[i].ok()) continue;
+      const std::string& h = req.handles[i];
+      fs.push_back(std::async(std::launch::async, [this, token, &h, op = req.op] {
+        switch (op) {
+          case Op::kRelease: return Release(token, h);
+          case Op::kRecall: return Recall(token, h);
+          default: return Remove(token, h);
+        }
+      }));
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < req.handles.size(); ++i)
+      if (out[i].ok()) out[i] = fs[k++].get();
+  }
+  Status first = FirstError(out);
+  if (!first.ok()) spdlog::warn("hsm: {} of {} files: {}", OpName(req.op), req.handles.size(), first.ToString());
+  Respond(token, first);
+}
+
+void Coordinator::OnDataEvent(uint64_t token, unsigned type, const std::string& h) {
+  if (dm_request_right(sid_, H(h), h.size(), token, DM_RR_WAIT, DM_RIGHT_EXCL) != 0)
+    return Respond(token, DmError("dm_request_right"));
+  auto st = GetState(sid_, h, token);
+  if (!st.ok()) return Respond(token, st.status());
+  dm_region_t regs[4];
+  unsigned n = 0;
+  const bool stub = dm_get_region(sid_, H(h), h.size(), token, 4, regs, &n) == 0 && n > 0 &&
+                    (regs[0].rg_flags & DM_REGION_READ);
+  if (stub) {
+    // Data may be missing: bring it back first, for a write too.
+    if (Status s = Recall(token, h); !s.ok()) return Respond(token, s);
+    if (type == DM_EVENT_READ) return Respond(token, Status::Ok());
+    st = GetState(sid_, h, token);
+    if (!st.ok()) return Respond(token, st.status());
+  }
+  if (type != DM_EVENT_READ) {
+    // The archive copy no longer matches what the file will hold: dirty,
+    // never released until archived again; no more events needed.
+    FileState s = *st;
+    if (s.Has(kArchived)) s.Set(kDirty);
+    if (Status e = PutState(sid_, h, token, s); !e.ok()) return Respond(token, e);
+    if (Status e = SetWholeRegion(sid_, h, token, 0); !e.ok()) return Respond(token, e);
+  }
+  Respond(token, Status::Ok());
+}
+
+void Coordinator::OnDestroy(const std::string& attrcopy) {
+  if (!opts_.remove_on_destroy || attrcopy.empty()) return;
+  auto s = Decode({reinterpret_cast<const uint8_t*>(attrcopy.data()), attrcopy.size()});
+  if (!s.ok() || s->key.empty()) return;
+  if (Status st = archive_->Remove(s->key); !st.ok() && st.err() != ENOENT)
+    spdlog::warn("hsm: DESTROY: cannot drop object {}: {}", s->key, st.ToString());
+  else
+    spdlog::info("hsm: DESTROY: dropped object {}", s->key);
+}
+
+// ---------------------------------------------------------------------------
+// Moves
+
+Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>& handles, bool then_release,
+                                 std::vector<Status>* out) {
+  out->assign(handles.size(), Status::Ok());
+  struct Plan {
+    size_t i;
+    FileState state;
+    FileStat stat;
+    std::string key;
+    uint64_t move = 0;
+    std::vector<ChunkRef> chunks;
+  };
+  std::vector<Plan> plans;
+  std::vector<bool> skip(handles.size(), false);
+  for (size_t i = 0; i < handles.size(); ++i) {
+    auto st = GetState(sid_, handles[i], token);
+    if (!st.ok()) { (*out)[i] = st.status(); continue; }
+    auto fs = StatOf(sid_, handles[i], token);
+    if (!fs.ok()) { (*out)[i] = fs.status(); continue; }
+    if (st->Has(kNoArchive)) { (*out)[i] = PermissionDenied("file is marked noarchive", EPERM); continue; }
+    if (st->Has(kArchived) && !st->Has(kDirty) && !st->Has(kLost) && (st->Has(kReleased) || Unchanged(*st, *fs))) {
+      skip[i] = true;  // the copy is current
+      continue;
+    }
+    Plan p{i, *st, *fs, KeyFor(handles[i], st->ver + 1), 0, {}};
+    if (p.key.empty()) { (*out)[i] = InvalidArgument("bad handle", EBADF); continue; }
+    auto id = journal_->Begin(then_release ? MoveOp::kMigrate : MoveOp::kArchive,
+                              {reinterpret_cast<const uint8_t*>(handles[i].data()), handles[i].size()}, p.key,
+                              st->ver + 1);
+    if (!id.ok()) { (*out)[i] = id.status(); continue; }
+    p.move = *id;
+    plans.push_back(std::move(p));
+  }
+
+  // Tasks: each chunk of a big file alone; small files batched.
+  struct Pending {
+    Task task;
+    std::vector<size_t> plans;  // which plan each item belongs to
+  };
+  std::vector<Pending> tasks;
+  Pending batch;
+  uint64_t batch_bytes = 0;
+  auto flush = [&] {
+    if (batch.task.items.empty()) return;
+    tasks.push_back(std::move(batch));
+    batch = Pending{};
+    batch_bytes = 0;
+  };
+  for (size_t k = 0; k < plans.size(); ++k) {
+    const Plan& p = plans[k];
+    const std::string& h = handles[p.i];
+    const uint32_t n = ChunkCount(p.stat.size, opts_.chunk_size);
+    if (n > 1) {
+      for (uint32_t c = 0; c < n; ++c) {
+        const uint64_t off = uint64_t(c) * opts_.chunk_size;
+        Pending one;
+        one.task.items.push_back({h, p.key, c, off, std::min(opts_.chunk_size, p.stat.size - off)});
+        one.plans.push_back(k);
+        tasks.push_back(std::move(one));
+      }
+    } else if (n == 1) {
+      batch.task.items.push_back({h, p.key, 0, 0, p.stat.size});
+      batch.plans.push_back(k);
+      batch_bytes += p.stat.size;
+      if (batch_bytes >= opts_.batch_bytes || batch.task.items.size() >= opts_.batch_files) flush();
+    }
+  }
+  flush();
+  std::vector<std::future<Result<TaskResult>>> running;
+  for (auto& t : tasks) {
+    t.task.kind = TaskKind::kPut;
+    t.task.sid = sid_;
+    t.task.token = token;
+    running.push_back(std::async(std::launch::async, [this, task = t.task] { return RunTask(task, false); }));
+  }
+  std::vector<Status> plan_status(plans.size(), Status::Ok());
+  for (size_t t = 0; t < tasks.size(); ++t) {
+    auto r = running[t].get();
+    for (size_t j = 0; j < tasks[t].plans.size(); ++j) {
+      Plan& p = plans[tasks[t].plans[j]];
+      if (!r.ok()) plan_status[tasks[t].plans[j]] = r.status();
+      else if (r->err) plan_status[tasks[t].plans[j]] = FromErrno(r->err, r->what);
+      else if (j < r->chunks.size()) {
+        p.chunks.push_back(r->chunks[j]);
+        (void)journal_->ChunkDone(p.move, r->chunks[j]);
+      }
+    }
+  }
+
+  // Commit, record, watch for writes; then release what was asked.
+  for (size_t k = 0; k < plans.size(); ++k) {
+    Plan& p = plans[k];
+    const std::string& h = handles[p.i];
+    Status st = plan_status[k];
+    Result<ObjectManifest> m = st.ok() ? BuildManifest(p.key, p.stat.size, opts_.chunk_size, p.chunks,
+                                                       "handle " + std::to_string(h.size()) + "B")
+                                       : Result<ObjectManifest>(st);
+    if (m.ok()) st = archive_->Commit(*m);
+    else st = m.status();
+    if (st.ok()) {
+      (void)journal_->Archived(p.move, m->sum);
+      // A write while the data was copied makes the copy useless.
+      auto now = StatOf(sid_, h, token);
+      if (!now.ok()) st = now.status();
+      else if (now->size != p.stat.size || now->mtime_ns != p.stat.mtime_ns)
+        st = FailedPrecondition("the file changed while it was archived", EAGAIN);
+    }
+    if (st.ok()) {
+      FileState s = p.state;
+      s.Set(kExists | kArchived);
+      s.Clear(kDirty | kLost | kReleased);
+      s.archive_id = archive_->id();
+      s.key = p.key;
+      s.size = p.stat.size;
+      s.mtime_ns = p.stat.mtime_ns;
+      s.sum = m->sum;
+      s.ver = p.state.ver + 1;
+      st = PutState(sid_, h, token, s);
+      if (st.ok()) st = SetWholeRegion(sid_, h, token, kDirtyWatch);
+      if (st.ok() && dm_sync_by_handle(sid_, H(h), h.size(), token) != 0) st = DmError("dm_sync_by_handle");
+      if (st.ok() && !p.state.key.empty() && p.state.key != p.key) (void)archive_->Remove(p.state.key);
+    }
+    if (!st.ok()) {
+      (void)archive_->AbortObject(p.key, p.chunks);
+      (void)archive_->Remove(p.key);
+      (void)journal_->Abort(p.move, st.ToString());
+      (*out)[p.i] = st;
+      continue;
+    }
+    (void)journal_->End(p.move);
+  }
+  if (then_release) {
+    std::vector<std::future<Status>> rel;
+    std::vector<size_t> idx;
+    for (size_t i = 0; i < handles.size(); ++i)
+      if ((*out)[i].ok()) {
+        idx.push_back(i);
+        rel.push_back(std::async(std::launch::async, [this, token, &h = handles[i]] { return Release(token, h); }));
+      }
+    for (size_t k = 0; k < idx.size(); ++k) (*out)[idx[k]] = rel[k].get();
+  }
+  (void)skip;
+  return FirstError(*out);
+}
+
+Status Coordinator::Release(uint64_t token, const std::string& h) {
+  PDM_ASSIGN_OR_RETURN(FileState s, GetState(sid_, h, token));
+  if (s.Has(kReleased)) return Status::Ok();
+  if (!s.Has(kArchived)) return FailedPrecondition("not archived: nothing to release to", EINVAL);
+  if (s.Has(kDirty)) return FailedPrecondition("dirty: written since its archive copy", EBUSY);
+  if (s.Has(kLost)) return FailedPrecondition("its archive copy is lost", EIO);
+  if (s.Has(kNoRelease)) return PermissionDenied("marked norelease", EPERM);
+  PDM_ASSIGN_OR_RETURN(FileStat fs, StatOf(sid_, h, token));
+  if (!Unchanged(s, fs)) return FailedPrecondition("changed since its archive copy", EBUSY);
+  // The copy must really be there, complete, before any byte goes.
+  auto m = archive_->Stat(s.key);
+  if (!m.ok()) return m.status();
+  if (m->sum != s.sum || m->size != s.size) return DataLoss("archive copy does not match the file's state", EIO);
+  auto move = journal_->Begin(MoveOp::kRelease, {reinterpret_cast<const uint8_t*>(h.data()), h.size()}, s.key, s.ver);
+  if (!move.ok()) return move.status();
+  // Region first: from here a read recalls, so it can never see the hole.
+  PDM_RETURN_IF_ERROR(SetWholeRegion(sid_, h, token, kStub));
+  Task t;
+  t.kind = TaskKind::kPunch;
+  t.sid = sid_;
+  t.token = token;
+  t.items.push_back({h, s.key, 0, 0, 0});
+  auto r = RunTask(t, false);
+  if (!r.ok() || r->err) {
+    const Status st = r.ok() ? FromErrno(r->err, r->what) : r.status();
+    (void)journal_->Abort(*move, st.ToString());
+    return st;  // the region stays: a read recalls whatever the punch did
+  }
+  s.Set(kReleased);
+  PDM_RETURN_IF_ERROR(PutState(sid_, h, token, s));
+  (void)dm_sync_by_handle(sid_, H(h), h.size(), token);
+  (void)journal_->Released(*move);
+  (void)journal_->End(*move);
+  return Status::Ok();
+}
+
+Status Coordinator::Recall(uint64_t token, const std::string& h) {
+  PDM_ASSIGN_OR_RETURN(FileState s, GetState(sid_, h, token));
+  dm_region_t regs[4];
+  unsigned n = 0;
+  const bool stub = dm_get_region(sid_, H(h), h.size(), token, 4, regs, &n) == 0 && n > 0 &&
+                    (regs[0].rg_flags & DM_REGION_READ);
+  if (!stub && !s.Has(kReleased)) return Status::Ok();  // resident
+  auto lost = [&](const Status& why) {
+    spdlog::error("hsm: recall of {} failed, the file stays a stub and is marked lost: {}", s.key, why.ToString());
+    s.Set(kLost);
+    (void)PutState(sid_, h, token, s);
+    return DataLoss("archive copy lost or damaged: " + why.message(), EIO);
+  };
+  if (s.key.empty()) return lost(NotFound("no archive copy recorded", ENOENT));
+  auto m = archive_->Stat(s.key);
+  if (!m.ok()) return lost(m.status());
+  if (m->sum != s.sum) return lost(DataLoss("object checksum differs from the recorded one", EIO));
+  auto move = journal_->Begin(MoveOp::kRecall, {reinterpret_cast<const uint8_t*>(h.data()), h.size()}, s.key, s.ver);
+  std::vector<std::future<Result<TaskResult>>> running;
+  for (const ChunkRef& c : m->chunks) {
+    Task t;
+    t.kind = TaskKind::kGet;
+    t.sid = sid_;
+    t.token = token;
+    t.items.push_back({h, s.key, c.index, c.offset, c.length});
+    running.push_back(std::async(std::launch::async, [this, t] { return RunTask(t, true); }));
+  }
+  Status first = Status::Ok();
+  for (auto& f : running) {
+    auto r = f.get();
+    if (first.ok() && !r.ok()) first = r.status();
+    else if (first.ok() && r->err) first = FromErrno(r->err, r->what);
+  }
+  if (!first.ok()) {
+    if (move.ok()) (void)journal_->Abort(*move, first.ToString());
+    if (first.err() == EIO) return lost(first);
+    return first;  // e.g. no live worker: the file stays a stub, not lost
+  }
+  if (dm_sync_by_handle(sid_, H(h), h.size(), token) != 0) return DmError("dm_sync_by_handle");
+  PDM_RETURN_IF_ERROR(SetWholeRegion(sid_, h, token, kDirtyWatch));
+  s.Clear(kReleased);
+  PDM_RETURN_IF_ERROR(PutState(sid_, h, token, s));
+  if (move.ok()) (void)journal_->End(*move);
+  return Status::Ok();
+}
+
+Status Coordinator::Remove(uint64_t token, const std::string& h) {
+  PDM_ASSIGN_OR_RETURN(FileState s, GetState(sid_, h, token));
+  if (!s.Has(kArchived)) return Status::Ok();
+  if (s.Has(kReleased)) return FailedPrecondition("released: the archive holds its only copy (recall first)", EBUSY);
+  if (Status st = archive_->Remove(s.key); !st.ok() && st.err() != ENOENT) return st;
+  PDM_RETURN_IF_ERROR(SetWholeRegion(sid_, h, token, 0));
+  FileState keep;
+  keep.flags = s.flags & (kNoRelease | kNoArchive);
+  return PutState(sid_, h, token, keep);
+}
+
+// ---------------------------------------------------------------------------
+// Posting work
+
+Status Coordinator::RefreshWorkers() {
+  std::vector<dm_sessid_t> sids(1024);
+  unsigned int n = 0;
+  while (dm_getall_sessions(static_cast<unsigned int>(sids.size()), sids.data(), &n) != 0) {
+    if (errno != E2BIG) return DmError("dm_getall_sessions");
+    sids.resize(n);
+  }
+  std::map<int, WorkerSessions> found;
+  const std::string prefix = std::string(kWorkerInfo) + " r";
+  for (unsigned int i = 0; i < n; ++i) {
+    char info[DM_SESSION_INFO_LEN + 1] = {};
+    size_t len = 0;
+    if (dm_query_session(sids[i], DM_SESSION_INFO_LEN, info, &len) != 0) continue;
+    std::string s(info, strnlen(info, len));
+    if (s.rfind(prefix, 0) != 0) continue;
+    const int rank = std::atoi(s.c_str() + prefix.size());
+    if (s.ends_with(" restore")) found[rank].restore = sids[i];
+    else if (s.ends_with(" archive")) found[rank].archive = sids[i];
+  }
+  std::lock_guard<std::mutex> lk(mu_);
+  workers_ = std::move(found);
+  return Status::Ok();
+}
+
+Result<uint64_t> Coordinator::PickWorker(bool restore, int* rank) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      std::vector<std::pair<int, uint64_t>> live;
+      for (const auto& [r, w] : workers_) {
+        const uint64_t sid = restore ? w.restore : w.archive;
+        if (sid && opts_.alive(r)) live.emplace_back(r, sid);
+      }
+      if (!live.empty()) {
+        const auto& pick = live[rr_++ % live.size()];
+        *rank = pick.first;
+        return pick.second;
+      }
+    }
+    PDM_RETURN_IF_ERROR(RefreshWorkers());
+  }
+  return Unavailable("no live HSM worker", EAGAIN);
+}
+
+Result<TaskResult> Coordinator::RunTask(Task t, bool restore) {
+  for (int tries = 0; tries < 8; ++tries) {
+    int rank = -1;
+    PDM_ASSIGN_OR_RETURN(uint64_t wsid, PickWorker(restore, &rank));
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      t.id = next_task_++;
+    }
+    const std::string msg = EncodeTask(t);
+    if (dm_send_msg(wsid, DM_MSGTYPE_ASYNC, msg.size(), const_cast<char*>(msg.data())) != 0) {
+      spdlog::warn("hsm: cannot post task to rank {}: {}", rank, std::strerror(errno));
+      (void)RefreshWorkers();
+      continue;
+    }
+    std::unique_lock<std::mutex> lk(mu_);
+    for (;;) {
+      if (auto it = results_.find(t.id); it != results_.end()) {
+        TaskResult r = std::move(it->second);
+        results_.erase(it);
+        return r;
+      }
+      if (!opts_.alive(rank)) break;  // claim 17: the task goes to another node
+      cv_.wait_for(lk, std::chrono::milliseconds(200));
+    }
+    spdlog::warn("hsm: worker rank {} died with task {}; posting it again", rank, t.id);
+    lk.unlock();
+    (void)RefreshWorkers();
+  }
+  return Unavailable("task failed on every worker tried", EIO);
+}
+
+}  // namespace pdm::hsm

@@ -1,0 +1,154 @@
+#include "hsm/worker.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+#include <vector>
+
+#include "hsm/dm_util.h"
+
+namespace pdm::hsm {
+
+namespace {
+constexpr size_t kIoBytes = 8u << 20;  // one dm_read_invis / dm_write_invis
+}
+
+Worker::Worker(Options opts, Archive* archive) : opts_(opts), archive_(archive) {}
+
+Worker::~Worker() {
+  // The threads block in dm_get_events for the life of the agent; pdmd ends
+  // with _exit, and the node's Stop wakes them with an error first.
+  for (auto& t : threads_) t.detach();
+}
+
+Status Worker::Start() {
+  for (const char* queue : {"restore", "archive"}) {
+    const std::string info = std::string(kWorkerInfo) + " r" + std::to_string(opts_.rank) + " " + queue;
+    dm_sessid_t sid;
+    if (dm_create_session(DM_NO_SESSION, const_cast<char*>(info.c_str()), &sid) != 0)
+      return DmError("dm_create_session(worker)");
+    sessions_.push_back(sid);
+  }
+  for (int i = 0; i < opts_.restore_threads; ++i) threads_.emplace_back([this] { Loop(sessions_[0]); });
+  for (int i = 0; i < opts_.archive_threads; ++i) threads_.emplace_back([this] { Loop(sessions_[1]); });
+  return Status::Ok();
+}
+
+void Worker::Loop(uint64_t sid) {
+  std::vector<uint8_t> buf(128 * 1024);
+  for (;;) {
+    size_t rlen = 0;
+    if (dm_get_events(sid, 1, DM_EV_WAIT, buf.size(), buf.data(), &rlen) != 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      spdlog::info("hsm worker r{}: session {} ends ({})", opts_.rank, sid, std::strerror(errno));
+      return;
+    }
+    auto* m = reinterpret_cast<dm_eventmsg_t*>(buf.data());
+    if (m->ev_type != DM_EVENT_USER) continue;
+    const char* p = DM_GET_VALUE(m, ev_data, const char*);
+    const std::string_view text(p, DM_GET_LEN(m, ev_data));
+    auto task = DecodeTask(text);
+    if (!task.ok()) {
+      spdlog::warn("hsm worker r{}: dropped a message that is no task: {}", opts_.rank, task.status().ToString());
+      continue;
+    }
+    TaskResult r = Execute(*task);
+    const std::string out = EncodeResult(r);
+    if (dm_send_msg(task->sid, DM_MSGTYPE_ASYNC, out.size(), const_cast<char*>(out.data())) != 0)
+      spdlog::warn("hsm worker r{}: cannot report task {}: {}", opts_.rank, r.id, std::strerror(errno));
+  }
+}
+
+Status Worker::CheckCapability(const Task& t) {
+  // Claims 4-6: only a holder of the coordinator's session id and of a token
+  // outstanding on it may move data. The token is checked at its session
+  // node (DMAPI calls on this node ask it), and the session must be the
+  // coordinator's.
+  char info[DM_SESSION_INFO_LEN + 1] = {};
+  size_t len = 0;
+  if (dm_query_session(t.sid, DM_SESSION_INFO_LEN, info, &len) != 0) return DmError("dm_query_session");
+  if (std::string_view(info, strnlen(info, len)) != kCoordinatorInfo)
+    return PermissionDenied("task from a session that is not the HSM coordinator", EPERM);
+  size_t need = 0;
+  if (dm_find_eventmsg(t.sid, t.token, 0, nullptr, &need) != 0 && errno != E2BIG)
+    return FromErrno(errno, "the task's token is not outstanding on the coordinator session");
+  return Status::Ok();
+}
+
+Result<ObjectManifest> Worker::Manifest(const std::string& key) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (auto it = manifests_.find(key); it != manifests_.end()) return it->second;
+  }
+  PDM_ASSIGN_OR_RETURN(ObjectManifest m, archive_->Stat(key));
+  std::lock_guard<std::mutex> lk(mu_);
+  if (manifests_.size() > 4096) manifests_.clear();
+  manifests_[key] = m;
+  return m;
+}
+
+TaskResult Worker::Execute(const Task& t) {
+  TaskResult r;
+  r.id = t.id;
+  auto fail = [&](const Status& st) {
+    r.err = st.err() ? st.err() : EIO;
+    r.what = st.ToString();
+    r.chunks.clear();
+    spdlog::warn("hsm worker r{}: task {} failed: {}", opts_.rank, t.id, r.what);
+    return r;
+  };
+  if (Status st = CheckCapability(t); !st.ok()) return fail(st);
+  const dm_sessid_t sid = t.sid;
+  const dm_token_t tok = t.token;
+  std::vector<uint8_t> data;
+  for (const TaskItem& it : t.items) {
+    void* h = H(it.handle);
+    const size_t hl = it.handle.size();
+    switch (t.kind) {
+      case TaskKind::kPut: {
+        data.resize(it.length);
+        for (uint64_t done = 0; done < it.length;) {
+          const size_t n = static_cast<size_t>(std::min<uint64_t>(kIoBytes, it.length - done));
+          const dm_ssize_t got = dm_read_invis(sid, h, hl, tok, it.offset + done, n, data.data() + done);
+          if (got < 0) return fail(DmError("dm_read_invis"));
+          if (got == 0) return fail(FailedPrecondition("the file shrank while it was archived", EAGAIN));
+          done += static_cast<uint64_t>(got);
+        }
+        // A batch of small files is one durable flush (and one HDF5
+        // container); a single chunk is durable on its own.
+        const Durability d = t.items.size() > 1 ? Durability::kAtFlush : Durability::kNow;
+        auto ref = archive_->PutChunk(it.key, it.index, it.offset, data, d);
+        if (!ref.ok()) return fail(ref.status());
+        r.chunks.push_back(*ref);
+        break;
+      }
+      case TaskKind::kGet: {
+        auto m = Manifest(it.key);
+        if (!m.ok()) return fail(m.status());
+        if (it.index >= m->chunks.size()) return fail(DataLoss("chunk index beyond the object", EIO));
+        data.resize(m->chunks[it.index].length);
+        if (Status st = archive_->ReadChunk(*m, it.index, data); !st.ok()) {
+          std::lock_guard<std::mutex> lk(mu_);
+          manifests_.erase(it.key);
+          return fail(st);
+        }
+        for (uint64_t done = 0; done < data.size();) {
+          const size_t n = static_cast<size_t>(std::min<uint64_t>(kIoBytes, data.size() - done));
+          const dm_ssize_t put =
+              dm_write_invis(sid, h, hl, tok, 0, m->chunks[it.index].offset + done, n, data.data() + done);
+          if (put <= 0) return fail(DmError("dm_write_invis"));
+          done += static_cast<uint64_t>(put);
+        }
+        break;
+      }
+      case TaskKind::kPunch:
+        if (dm_punch_hole(sid, h, hl, tok, 0, 0) != 0) return fail(DmError("dm_punch_hole"));
+        break;
+    }
+  }
+  if (t.kind == TaskKind::kPut && t.items.size() > 1)
+    if (Status st = archive_->Flush(); !st.ok()) return fail(st);
+  return r;
+}
+
+}  // namespace pdm::hsm

@@ -1,0 +1,179 @@
+// The HSM end to end on a 4-node cluster: pdmd --archive runs the
+// coordinator on rank 0 and workers on every rank; requests go to it as
+// DMAPI user events (what the pdm-* tools send); unmodified programs
+// (sha256sum, cat) read released files back through other nodes' views.
+#include <dmapi.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+
+#include <filesystem>
+#include <fstream>
+#include <future>
+
+#include "dmapi_child.h"
+#include "hsm/protocol.h"
+#include "hsm/state.h"
+
+namespace pdm::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::pair<int, std::string> Sh(const std::string& cmd) {
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  std::string out;
+  char buf[65536];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  int st = pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+uint64_t DuBytes(const std::string& dir) {
+  auto [rc, out] = Sh("du -sB1 " + dir + " | cut -f1");
+  return rc == 0 ? std::stoull(out) : 0;
+}
+
+// The file's HSM state, read from its attribute (no data access, no event).
+hsm::FileState StateOf(const std::string& path) {
+  char buf[4096];
+  const std::string name = "trusted.pdm.dm." + std::string(hsm::kStateAttrName);
+  ssize_t n = ::getxattr(path.c_str(), name.c_str(), buf, sizeof buf);
+  if (n < 0) return {};
+  auto s = hsm::Decode({reinterpret_cast<uint8_t*>(buf), static_cast<size_t>(n)});
+  return s.ok() ? *s : hsm::FileState{};
+}
+
+// A child on `node` sends `op` for `paths` to the coordinator, in requests
+// of at most kMaxFilesPerRequest; exits with the first errno (0 = all done).
+int Request(const LocalCluster& lc, int node, hsm::Op op, const std::vector<std::string>& paths) {
+  return RunOn(lc, node, [&](FILE*, FILE*) {
+    auto sid = hsm::FindCoordinator();
+    CHILD_CHECK(sid.ok());
+    int first = 0;
+    for (size_t i = 0; i < paths.size(); i += hsm::kMaxFilesPerRequest) {
+      hsm::Request r;
+      r.op = op;
+      for (size_t k = i; k < std::min(paths.size(), i + hsm::kMaxFilesPerRequest); ++k) {
+        void* h;
+        size_t hl;
+        CHILD_CHECK(dm_path_to_handle(const_cast<char*>(paths[k].c_str()), &h, &hl) == 0);
+        r.handles.emplace_back(static_cast<char*>(h), hl);
+        dm_handle_free(h, hl);
+      }
+      const std::string msg = hsm::EncodeRequest(r);
+      if (dm_send_msg(*sid, DM_MSGTYPE_SYNC, msg.size(), const_cast<char*>(msg.data())) != 0 && first == 0)
+        first = errno;
+    }
+    return first;
+  });
+}
+
+class Hsm : public ::testing::TestWithParam<std::string> {
+ protected:
+  Hsm()
+      : lc_(4, "--archive " + GetParam() + ":%D/archive --hsm-chunk-mib 4 --session-failure-timeout-ms 5000") {}
+  void SetUp() override { ASSERT_TRUE(lc_.up()); }
+
+  // Writes through node 0: `big` files of 16 MiB + `small` of 1-8 KiB, and
+  // their sha256sums (paths relative to the data dir) outside the cluster.
+  std::vector<std::string> MakeDataset(int big, int small) {
+    const std::string d = lc_.View(0) + "/data";
+    fs::create_directories(d + "/small");
+    std::vector<std::string> rel;
+    for (int i = 0; i < big; ++i) {
+      rel.push_back("big" + std::to_string(i));
+      EXPECT_EQ(Sh("head -c 16777216 /dev/urandom > " + d + "/" + rel.back()).first, 0);
+    }
+    for (int i = 0; i < small; ++i) {
+      rel.push_back("small/f" + std::to_string(i));
+      std::ofstream f(d + "/" + rel.back(), std::ios::binary);
+      const size_t n = 1024 + (i * 977) % 7168;
+      for (size_t k = 0; k < n; ++k) f.put(static_cast<char>('a' + (i + k) % 26));
+    }
+    EXPECT_EQ(Sh("cd " + d + " && sha256sum " + [&] {
+                std::string all;
+                for (auto& r : rel) all += r + " ";
+                return all;
+              }() + "> " + lc_.dir() + "/sums").first,
+              0);
+    Sh("sync");
+    return rel;
+  }
+  std::vector<std::string> On(int node, const std::vector<std::string>& rel) {
+    std::vector<std::string> out;
+    for (auto& r : rel) out.push_back(lc_.View(node) + "/data/" + r);
+    return out;
+  }
+  LocalCluster lc_;
+};
+
+TEST_P(Hsm, MigrateFreesTheSpaceAndEveryFileReadsBackThroughAnotherNode) {
+  auto rel = MakeDataset(3, 300);
+  const uint64_t before = DuBytes(lc_.dir() + "/backing/data");
+  ASSERT_EQ(Request(lc_, 1, hsm::Op::kMigrate, On(1, rel)), 0);
+  const uint64_t after = DuBytes(lc_.dir() + "/backing/data");
+  EXPECT_LT(after, before / 10) << "before " << before << " after " << after;
+  for (auto& p : On(3, rel)) {
+    hsm::FileState s = StateOf(p);
+    ASSERT_TRUE(s.Has(hsm::kExists | hsm::kArchived | hsm::kReleased)) << p << ": " << hsm::FlagsString(s.flags);
+    EXPECT_EQ(s.archive_id, 1u);
+  }
+  // Transparent recall: an unmodified program on another node.
+  auto [rc, out] = Sh("cd " + lc_.View(2) + "/data && sha256sum -c --quiet " + lc_.dir() + "/sums");
+  EXPECT_EQ(rc, 0) << out;
+  struct stat st;
+  ASSERT_EQ(stat((lc_.View(0) + "/data/big0").c_str(), &st), 0);
+  EXPECT_GE(st.st_blocks * 512, 16 << 20) << "the recalled file has its blocks back";
+  EXPECT_FALSE(StateOf(lc_.View(0) + "/data/big1").Has(hsm::kReleased));
+  EXPECT_TRUE(StateOf(lc_.View(0) + "/data/big1").Has(hsm::kArchived));
+}
+
+TEST_P(Hsm, CorruptCopyFailsWithEioAndTheFileIsLostDirtyFilesAreNotReleased) {
+  auto rel = MakeDataset(1, 2);
+  const auto paths = On(1, rel);
+  ASSERT_EQ(Request(lc_, 1, hsm::Op::kMigrate, paths), 0);
+  // Damage every object of the archive (one byte each in the middle of the
+  // data files / containers).
+  const std::string key = StateOf(paths[0]).key;
+  ASSERT_FALSE(key.empty());
+  int damaged = 0;
+  for (auto& e : fs::recursive_directory_iterator(lc_.dir() + "/archive")) {
+    if (!e.is_regular_file() || e.file_size() < 1000000) continue;
+    std::fstream f(e.path(), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(e.file_size() / 2));
+    char c;
+    f.seekg(static_cast<std::streamoff>(e.file_size() / 2));
+    f.get(c);
+    f.seekp(static_cast<std::streamoff>(e.file_size() / 2));
+    f.put(static_cast<char>(c ^ 0x5a));
+    ++damaged;
+  }
+  ASSERT_GE(damaged, 1);
+  auto [rc, out] = Sh("cat " + lc_.View(3) + "/data/big0 > /dev/null");
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("Input/output error"), std::string::npos) << out;
+  hsm::FileState s = StateOf(paths[0]);
+  EXPECT_TRUE(s.Has(hsm::kLost)) << hsm::FlagsString(s.flags);
+  EXPECT_TRUE(s.Has(hsm::kReleased)) << "still a stub";
+  struct stat st;
+  ASSERT_EQ(stat((lc_.View(0) + "/data/big0").c_str(), &st), 0);
+  EXPECT_LT(st.st_blocks * 512, 1 << 20) << "no garbage was written into the stub";
+
+  // Dirty: an archived file written since is never released.
+  const std::string small = lc_.View(2) + "/data/" + rel[1];
+  EXPECT_EQ(Sh("cat " + small + " > /dev/null").first, 0) << "recalled";
+  EXPECT_EQ(Sh("echo more >> " + small).first, 0);
+  EXPECT_TRUE(StateOf(small).Has(hsm::kDirty)) << hsm::FlagsString(StateOf(small).flags);
+  EXPECT_EQ(Request(lc_, 1, hsm::Op::kRelease, {small}), EBUSY);
+  EXPECT_FALSE(StateOf(small).Has(hsm::kReleased));
+  // Archiving it again makes it clean, and then it releases.
+  EXPECT_EQ(Request(lc_, 1, hsm::Op::kMigrate, {small}), 0);
+  EXPECT_TRUE(StateOf(small).Has(hsm::kReleased));
+  EXPECT_NE(Sh("cat " + lc_.View(3) + "/data/" + rel[1]).second.find("more"), std::string::npos);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, Hsm, ::testing::Values("posix", "hdf5"));
+
+}  // namespace
+}  // namespace pdm::test
