@@ -3,6 +3,7 @@
 //   mpirun -np 4 pdm-purge --older-than 30d [--by atime|mtime|ctime]
 //       [--larger-than SIZE] [--user U]... [--group G]... [--exclude GLOB]...
 //       [--protect FILE]... [--rmdir] [--dryrun] [--list FILE] [--report FILE]
+//       [--order atime|mtime|ctime|size] [--limit-count N] [--limit-bytes SIZE]
 //       [--json] [--progress N] [-i LIST|CATALOG] PATH...
 //   mpirun -np 4 pdm-purge --policy FILE PATH...
 //   pdm-purge --release-only ...    (needs the HSM: free the space, keep the file)
@@ -13,6 +14,11 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#ifdef PDM_PURGE_WITH_HSM
+#include <memory>
+
+#include "tools/hsm_client.h"
+#endif
 #include "tools/mpi_util.h"
 #include "tools/policy.h"
 #include "tools/purge.h"
@@ -25,6 +31,9 @@ constexpr const char kVersion[] = "0.1.0";
 struct Args {
   std::vector<std::string> paths, users, groups, excludes, protects;
   std::string input, older, newer, larger, smaller, by = "atime", types = "fl", policy, list, report;
+  std::string order, limit_bytes;
+  uint64_t limit_count = 0;
+  bool has_limit_count = false;
   bool dryrun = false, json = false, rmdir = false, force = false, release_only = false, no_hsm = false, all = false;
   double progress = 0;
 };
@@ -59,6 +68,11 @@ int Parse(int argc, char** argv, int rank, Args* a) {
       ->allow_extra_args(false);  // one value per flag, so "--exclude X PATH" leaves PATH alone
   app.add_option("--type", a->types, "Entry types to purge, find -type letters (default fl)");
   app.add_option("--policy", a->policy, "TOML policy file: purge / release rules, limits, watermarks");
+  app.add_option("--order", a->order, "With a limit: take candidates oldest first by this time, or largest first")
+      ->check(CLI::IsMember({"atime", "mtime", "ctime", "size"}));
+  CLI::Option* limit_count =
+      app.add_option("--limit-count", a->limit_count, "Act on at most N files (in --order; default: --by)");
+  app.add_option("--limit-bytes", a->limit_bytes, "Stop once the files taken free this much (1T, 500G, ...)");
   app.add_flag("--all", a->all, "Purge everything under PATH (required when no criterion is given)");
   app.add_flag("--release-only", a->release_only, "Release archived files (keep them, free the space) instead");
   app.add_flag("--rmdir", a->rmdir, "Also remove directories the purge emptied, deepest first");
@@ -82,6 +96,11 @@ int Parse(int argc, char** argv, int rank, Args* a) {
   const bool criterion = !a->older.empty() || !a->newer.empty() || !a->larger.empty() || !a->smaller.empty() ||
                          !a->users.empty() || !a->groups.empty();
   if (!a->policy.empty() && criterion) return Usage(rank, "--policy and selection options exclude each other");
+  a->has_limit_count = limit_count->count() > 0;
+  const bool limited = a->has_limit_count || !a->limit_bytes.empty();
+  if (!a->policy.empty() && (limited || !a->order.empty()))
+    return Usage(rank, "--order and --limit-* are the policy's rules' order / max_count / max_volume: not with --policy");
+  if (!a->order.empty() && !limited) return Usage(rank, "--order orders candidates for --limit-count / --limit-bytes");
   if (a->policy.empty() && !criterion && !a->all)
     return Usage(rank, "no selection criterion: give --older-than, --larger-than, --user, ... or --all");
   return -1;
@@ -129,6 +148,16 @@ pdm::Status Build(const Args& a, pdm::tools::Policy* policy, pdm::tools::PurgeOp
     PDM_ASSIGN_OR_RETURN(*policy, Policy::Load(a.policy));
     o->policy = policy;
   }
+  if (a.has_limit_count || !a.limit_bytes.empty()) {
+    if (a.has_limit_count) o->max_count = a.limit_count;
+    if (!a.limit_bytes.empty()) {
+      PDM_ASSIGN_OR_RETURN(uint64_t v, ParseSize(a.limit_bytes));
+      o->max_volume = v;
+    }
+    // The policy's order names; without --order the age field (--by), so
+    // "--older-than 30d --limit-count N" takes the N oldest.
+    PDM_ASSIGN_OR_RETURN(o->order, ParseOrderKey(a.order.empty() ? a.by : a.order));
+  }
   o->roots = a.paths;
   o->input = a.input;
   o->dryrun = a.dryrun;
@@ -140,10 +169,32 @@ pdm::Status Build(const Args& a, pdm::tools::Policy* policy, pdm::tools::PurgeOp
   o->print_list = a.dryrun && a.list.empty() && !a.json;
   o->progress_s = a.progress;
   o->read_hsm = !a.no_hsm;
-  // No HSM is linked into this tool yet: release stays unset, and RunPurge
-  // refuses release work with "not supported without the HSM". The HSM's
-  // release call is injected here once it exists.
+#ifdef PDM_PURGE_WITH_HSM
+  // One release Request per file, through a DMAPI session opened on the first
+  // release (a dry run or a plain purge never needs the node agent). A failed
+  // open is kept and returned for every file, so each one counts as an error.
+  struct Lazy {
+    bool tried = false;
+    pdm::Status st;
+    std::unique_ptr<HsmClient> hsm;
+  };
+  auto lazy = std::make_shared<Lazy>();
+  o->release = [lazy](const std::string& path) -> pdm::Status {
+    if (!lazy->tried) {
+      lazy->tried = true;
+      auto h = HsmClient::Open("pdm-purge", true);
+      if (h.ok()) lazy->hsm = std::move(*h);
+      else lazy->st = h.status();
+    }
+    if (!lazy->hsm) return lazy->st;
+    auto out = lazy->hsm->Run(pdm::hsm::Op::kRelease, {path});
+    return out[0].ok ? pdm::Status::Ok() : pdm::FailedPrecondition(out[0].error);
+  };
+#else
+  // Built without the HSM: RunPurge refuses release work ("not supported
+  // without the HSM").
   o->release = nullptr;
+#endif
   return pdm::Status::Ok();
 }
 
@@ -164,7 +215,8 @@ int Run(int argc, char** argv) {
     if (a.json) {
       nlohmann::json j{{"matched", r.matched},     {"removed", r.removed}, {"released", r.released},
                        {"bytes", r.bytes},         {"errors", r.errors},   {"skipped", r.skipped},
-                       {"dirs_removed", r.dirs_removed}, {"scanned", r.scanned}, {"dryrun", a.dryrun},
+                       {"dirs_removed", r.dirs_removed}, {"dirs_matched", r.dirs_matched},
+                       {"scanned", r.scanned},     {"dryrun", a.dryrun},
                        {"ranks", mpi.size()},      {"seconds", r.seconds}};
       if (o.policy && o.policy->trigger) {
         j["triggered"] = r.triggered;
