@@ -470,6 +470,10 @@ Status Coordinator::Recall(uint64_t token, const std::string& h) {
     else if (first.ok() && r->err) first = FromErrno(r->err, r->what);
   }
   if (!first.ok()) {
+    // Chunks that did arrive go again: a file that could not be recalled is
+    // a stub, all of it, as before.
+    if (dm_punch_hole(sid_, H(h), h.size(), token, 0, 0) != 0)
+      spdlog::warn("hsm: cannot re-punch {} after a failed recall: {}", s.key, std::strerror(errno));
     if (move.ok()) (void)journal_->Abort(*move, first.ToString());
     if (first.err() == EIO) return lost(first);
     return first;  // e.g. no live worker: the file stays a stub, not lost

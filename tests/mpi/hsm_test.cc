@@ -149,10 +149,11 @@ TEST_P(Hsm, CorruptCopyFailsWithEioAndTheFileIsLostDirtyFilesAreNotReleased) {
     f.put(static_cast<char>(c ^ 0x5a));
     ++damaged;
   }
-  ASSERT_GE(damaged, 1);
-  auto [rc, out] = Sh("cat " + lc_.View(3) + "/data/big0 > /dev/null");
+  ASSERT_GE(damaged, 1) << Sh("find " + lc_.dir() + "/archive -ls; grep -h 'hsm\\|archive' " + lc_.dir() +
+                              "/state/pdmd.log | head -20; ps aux | grep pdmd | head -3").second;
+  auto [rc, out] = Sh("(cat " + lc_.View(3) + "/data/big0 >/dev/null)");
   EXPECT_NE(rc, 0);
-  EXPECT_NE(out.find("Input/output error"), std::string::npos) << out;
+  EXPECT_NE(out.find("Input/output error"), std::string::npos) << "rc " << rc << ": " << out;
   hsm::FileState s = StateOf(paths[0]);
   EXPECT_TRUE(s.Has(hsm::kLost)) << hsm::FlagsString(s.flags);
   EXPECT_TRUE(s.Has(hsm::kReleased)) << "still a stub";
