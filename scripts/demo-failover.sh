@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The pdm demo: a 4-node cluster on this host, sessions created on several
-# nodes and seen from every node, then the session manager killed with
-# kill -9, a new one elected, and every session still there.
+# The cluster failover demo (the main demo, scripts/demo.sh, shows the HSM):
+# a 4-node cluster on this host, sessions created on several nodes and seen
+# from every node, then the session manager killed with kill -9, a new one
+# elected, and every session still there.
 #
 # Installs what is missing, builds, runs, prints what happened, cleans up.
 set -euo pipefail
