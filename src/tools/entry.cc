@@ -1,5 +1,7 @@
 #include "tools/entry.h"
 
+#include <limits>
+
 namespace pdm::tools {
 
 char TypeLetter(mode_t mode) {
@@ -16,7 +18,17 @@ char TypeLetter(mode_t mode) {
 }
 
 void FillFromStat(const struct stat& st, Entry* e) {
-  auto ns = [](const struct timespec& ts) { return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec; };
+  // Nanoseconds in an int64 reach only 1678..2262; tmpfs, btrfs and XFS
+  // bigtime store times beyond that (touch -d 2500-01-01 works), so such a
+  // time saturates instead of overflowing (undefined behaviour, and a wrapped
+  // time would make a future file look ancient to a purge).
+  auto ns = [](const struct timespec& ts) {
+    int64_t out = 0;
+    if (__builtin_mul_overflow(int64_t{ts.tv_sec}, int64_t{1000000000}, &out) ||
+        __builtin_add_overflow(out, int64_t{ts.tv_nsec}, &out))
+      return ts.tv_sec < 0 ? std::numeric_limits<int64_t>::min() : std::numeric_limits<int64_t>::max();
+    return out;
+  };
   e->type = TypeLetter(st.st_mode);
   e->size = static_cast<uint64_t>(st.st_size);
   e->blocks = static_cast<uint64_t>(st.st_blocks);

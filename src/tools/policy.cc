@@ -165,12 +165,9 @@ Status ParseRule(const toml::table& t, const std::string& where, const std::vect
       }
     } else if (key == "order") {
       PDM_ASSIGN_OR_RETURN(auto s, String(v, at));
-      if (s == "none") r->order = OrderKey::kNone;
-      else if (s == "atime") r->order = OrderKey::kAtime;
-      else if (s == "mtime") r->order = OrderKey::kMtime;
-      else if (s == "ctime") r->order = OrderKey::kCtime;
-      else if (s == "size") r->order = OrderKey::kSize;
-      else return Bad(at, "'" + s + "' is not none, atime, mtime, ctime or size");
+      auto order = ParseOrderKey(s);
+      if (!order.ok()) return Bad(at, order.status().message());
+      r->order = *order;
     } else if (key == "max_count") {
       auto i = v.value<int64_t>();
       if (!i || *i < 0) return Bad(at, "expected a non-negative integer");
@@ -298,6 +295,15 @@ TriggerDecision Evaluate(const Trigger& t, const FsUsage& u) {
 }
 
 // ---- ordering and limits -------------------------------------------------------
+
+Result<OrderKey> ParseOrderKey(std::string_view s) {
+  if (s == "none") return OrderKey::kNone;
+  if (s == "atime") return OrderKey::kAtime;
+  if (s == "mtime") return OrderKey::kMtime;
+  if (s == "ctime") return OrderKey::kCtime;
+  if (s == "size") return OrderKey::kSize;
+  return InvalidArgument("'" + std::string(s) + "' is not none, atime, mtime, ctime or size");
+}
 
 int64_t OrderKeyOf(OrderKey order, const Entry& e) {
   switch (order) {

@@ -117,6 +117,9 @@ struct Candidate {
   uint64_t index = 0;  // caller's handle (position in its own list)
 };
 
+// "none" | "atime" | "mtime" | "ctime" | "size" (a rule's `order`, and
+// pdm-purge --order); InvalidArgument otherwise.
+Result<OrderKey> ParseOrderKey(std::string_view s);
 // The key for an order: times oldest first, size largest first.
 int64_t OrderKeyOf(OrderKey order, const Entry& e);
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <charconv>
 #include <fstream>
+#include <limits>
 
 namespace pdm::tools {
 
@@ -64,14 +65,36 @@ bool ProtectSet::Covers(std::string_view path) const {
   }
 }
 
+namespace {
+
+// Age limits are seconds (ParseDuration allows up to ~9.2e18) and ages are
+// nanoseconds: a limit past int64 nanoseconds (~292 years) saturates, so
+// "--older-than 1000y" selects nothing instead of overflowing.
+int64_t SecondsToNs(int64_t s) {
+  int64_t ns = 0;
+  if (__builtin_mul_overflow(s, int64_t{1000000000}, &ns))
+    return s < 0 ? std::numeric_limits<int64_t>::min() : std::numeric_limits<int64_t>::max();
+  return ns;
+}
+
+// now - t, saturated: t may be a saturated catalog time (entry.cc).
+int64_t AgeNs(int64_t now_ns, int64_t t_ns) {
+  int64_t age = 0;
+  if (__builtin_sub_overflow(now_ns, t_ns, &age))
+    return t_ns < 0 ? std::numeric_limits<int64_t>::max() : std::numeric_limits<int64_t>::min();
+  return age;
+}
+
+}  // namespace
+
 bool Matches(const Criteria& c, const Entry& e, int64_t now_ns) {
   if (c.types.find(e.type) == std::string::npos) return false;
   if (c.larger_than && !(e.size > *c.larger_than)) return false;
   if (c.smaller_than && !(e.size < *c.smaller_than)) return false;
   if (c.older_than_s || c.newer_than_s) {
-    const int64_t age_ns = now_ns - TimeOf(e, c.by);
-    if (c.older_than_s && !(age_ns > *c.older_than_s * 1000000000)) return false;
-    if (c.newer_than_s && !(age_ns < *c.newer_than_s * 1000000000)) return false;
+    const int64_t age_ns = AgeNs(now_ns, TimeOf(e, c.by));
+    if (c.older_than_s && !(age_ns > SecondsToNs(*c.older_than_s))) return false;
+    if (c.newer_than_s && !(age_ns < SecondsToNs(*c.newer_than_s))) return false;
   }
   if (!c.uids.empty() && std::find(c.uids.begin(), c.uids.end(), e.uid) == c.uids.end()) return false;
   if (!c.gids.empty() && std::find(c.gids.begin(), c.gids.end(), e.gid) == c.gids.end()) return false;

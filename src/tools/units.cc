@@ -3,6 +3,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 namespace pdm::tools {
@@ -21,7 +22,9 @@ Status SplitNumber(std::string_view s, std::string_view what, double* num, std::
   }
   std::string digits(s.substr(start, i - start));
   if (digits.empty() || digits == ".") return InvalidArgument(std::string(what) + ": not a number: '" + std::string(s) + "'");
-  *num = std::stod(digits);
+  // strtod, not stod: 400 digits must be "too large", not an exception
+  // that ends the tool. Overflow gives HUGE_VAL, which the callers refuse.
+  *num = std::strtod(digits.c_str(), nullptr);
   suffix->clear();
   for (; i < s.size(); ++i) {
     if (std::isspace(static_cast<unsigned char>(s[i]))) continue;
@@ -47,9 +50,11 @@ Result<uint64_t> ParseSize(std::string_view s) {
   else if (suf == "p") shift = 50;
   else if (suf == "e") shift = 60;
   else return InvalidArgument("size: unknown suffix in '" + std::string(s) + "' (use k, M, G, T, P, E)");
-  const double v = std::ldexp(num, shift);
+  const double v = std::round(std::ldexp(num, shift));
   if (!(v < 18446744073709551616.0)) return InvalidArgument("size: too large: '" + std::string(s) + "'");
-  return static_cast<uint64_t>(std::llround(v));
+  // A direct conversion: llround() goes through long long and has no value
+  // for 8E..16E, while every double below 2^64 converts to uint64_t exactly.
+  return static_cast<uint64_t>(v);
 }
 
 Result<int64_t> ParseDuration(std::string_view s) {

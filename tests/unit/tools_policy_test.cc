@@ -145,6 +145,20 @@ TEST(ToolsPolicy, OrderKeys) {
   EXPECT_LT(OrderKeyOf(OrderKey::kSize, a), OrderKeyOf(OrderKey::kSize, b));
 }
 
+// One parser for a rule's `order` and pdm-purge --order.
+TEST(ToolsPolicy, OrderNames) {
+  EXPECT_EQ(*ParseOrderKey("none"), OrderKey::kNone);
+  EXPECT_EQ(*ParseOrderKey("atime"), OrderKey::kAtime);
+  EXPECT_EQ(*ParseOrderKey("mtime"), OrderKey::kMtime);
+  EXPECT_EQ(*ParseOrderKey("ctime"), OrderKey::kCtime);
+  EXPECT_EQ(*ParseOrderKey("size"), OrderKey::kSize);
+  EXPECT_EQ(ParseOrderKey("lru").status().code(), Code::kInvalidArgument);
+  auto p = Policy::Parse("[[class]]\nname = \"a\"\n[[rule]]\nname = \"r\"\nclass = [\"a\"]\norder = \"lru\"\n");
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.status().message().find("'lru' is not none, atime, mtime, ctime or size"), std::string::npos)
+      << p.status().ToString();
+}
+
 TEST(ToolsPolicy, TakeWithinStopsAtTheLimitIncludingTheCrossingOne) {
   std::vector<Candidate> v{{1, 10, 0}, {1, 10, 1}, {1, 10, 2}, {1, 10, 3}};
   EXPECT_EQ(TakeWithin(v, 0, 4, 0, 0, UINT64_MAX, 25), 3u);   // 0,10,20 before: < 25

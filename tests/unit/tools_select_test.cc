@@ -1,14 +1,26 @@
 // Globs, selection criteria, protection, HSM state decoding and the purge
 // report (src/tools/glob.h, select.h, hsm_state.h, report.h).
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <limits>
+#include <span>
 
+#ifdef PDM_TOOLS_WITH_HSM
+#include "dm/attrs.h"
+#include "hsm/state.h"
+#endif
 #include "tools/glob.h"
 #include "tools/hsm_state.h"
 #include "tools/report.h"
 #include "tools/select.h"
+#include "tools/units.h"
 
 namespace pdm::tools {
 namespace {
@@ -80,6 +92,37 @@ TEST(ToolsSelect, AgeSizeOwnerAreAnded) {
   EXPECT_FALSE(Matches(c, d, kNow)) << "directories are not in the default types";
 }
 
+// Ages are nanoseconds: an age limit past ~292 years and times at the int64
+// ends (saturated by FillFromStat) must compare, not overflow (UBSan aborts
+// on the overflow).
+TEST(ToolsSelect, ExtremeAgesAndTimesSaturate) {
+  Criteria c;
+  c.older_than_s = *ParseDuration("1000y");
+  EXPECT_FALSE(Matches(c, File("/s/a", 1, 0), kNow)) << "nothing is that old";
+  c.older_than_s = 30 * 86400;
+  Entry ancient = File("/s/a", 1, 0);
+  ancient.atime_ns = std::numeric_limits<int64_t>::min();
+  EXPECT_TRUE(Matches(c, ancient, kNow));
+  Entry future = File("/s/b", 1, 0);
+  future.atime_ns = std::numeric_limits<int64_t>::max();
+  EXPECT_FALSE(Matches(c, future, -kNow));
+  c.older_than_s.reset();
+  c.newer_than_s = *ParseDuration("1000y");
+  EXPECT_TRUE(Matches(c, future, -kNow)) << "a future time is younger than any limit";
+
+  struct stat st {};
+  st.st_mode = S_IFREG | 0644;
+  st.st_atim.tv_sec = 20000000000;  // year 2603: tmpfs stores it
+  st.st_mtim.tv_sec = -20000000000;
+  st.st_ctim.tv_sec = 1700000000;
+  st.st_ctim.tv_nsec = 5;
+  Entry e;
+  FillFromStat(st, &e);
+  EXPECT_EQ(e.atime_ns, std::numeric_limits<int64_t>::max());
+  EXPECT_EQ(e.mtime_ns, std::numeric_limits<int64_t>::min());
+  EXPECT_EQ(e.ctime_ns, 1700000000000000005);
+}
+
 TEST(ToolsSelect, ByChoosesTheTime) {
   Criteria c;
   c.older_than_s = 10 * 86400;
@@ -140,6 +183,77 @@ TEST(ToolsSelect, ProtectCoversSubtrees) {
   EXPECT_EQ(ProtectSet::Load("/nonexistent/pdm/list").status().code(), Code::kNotFound);
 }
 
+#ifdef PDM_TOOLS_WITH_HSM
+// With the HSM linked in, the tools decode the attribute with hsm::Decode: a
+// value hsm::Encode wrote gives its flags and archive id, and anything the HSM
+// itself would refuse (here: a value without key, sum, ver) is DataLoss.
+hsm::FileState ArchivedState() {
+  hsm::FileState s;
+  s.flags = hsm::kExists | hsm::kArchived | hsm::kNoRelease;
+  s.archive_id = 7;
+  s.key = "2a00/1234.5678/v1";
+  s.size = 5;
+  s.mtime_ns = 1700000000123456789;
+  s.sum.hi = 0x0123456789abcdefULL;
+  s.sum.lo = 0xfedcba9876543210ULL;
+  s.ver = 1;
+  return s;
+}
+
+TEST(ToolsHsmState, DecodesWhatTheHsmEncodesAndRefusesGarbage) {
+  auto enc = hsm::Encode(ArchivedState());
+  ASSERT_TRUE(enc.ok()) << enc.status().ToString();
+  auto s = ParseHsmState(*enc);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->flags, kHsmExists | kHsmArchived | kHsmNoRelease);
+  EXPECT_EQ(s->archive_id, 7u);
+  EXPECT_EQ(ClassOf(s->flags), HsmClass::kArchived);
+  for (const char* bad : {"not json", "[]", R"({"flags":"archived"})", R"({"archive":-1})",
+                          R"({"v":1,"flags":["exists","archived"],"archive":3,"key":"k","size":1})"}) {
+    auto r = ParseHsmState(bad);
+    EXPECT_FALSE(r.ok()) << bad;
+    if (!r.ok()) {
+      EXPECT_EQ(r.status().code(), Code::kDataLoss) << bad;
+    }
+  }
+}
+
+// The attribute as the HSM writes it (dm::SetDmAttr under its DM name), read
+// back the way the walk reads it (lgetxattr by path). tmpfs keeps trusted.*.
+TEST(ToolsHsmState, ReadsTheAttributeTheHsmSets) {
+  char dir[] = "/dev/shm/pdm_tools_hsm_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string f = std::string(dir) + "/managed";
+  const int fd = open(f.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  auto enc = hsm::Encode(ArchivedState());
+  ASSERT_TRUE(enc.ok());
+  auto name = dm::AttrName::FromString(hsm::kStateAttrName);
+  ASSERT_TRUE(name.ok());
+  Status st = dm::SetDmAttr(fd, *name, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(enc->data()), enc->size()));
+  close(fd);
+  if (!st.ok() && st.err() == EPERM) {
+    std::remove(f.c_str());
+    rmdir(dir);
+    GTEST_SKIP() << "trusted.* needs CAP_SYS_ADMIN";
+  }
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  auto s = ReadHsmState(f);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->flags, kHsmExists | kHsmArchived | kHsmNoRelease);
+  EXPECT_EQ(s->archive_id, 7u);
+  // A damaged value names the file it is on.
+  ASSERT_EQ(lsetxattr(f.c_str(), kHsmXattr, "{", 1, 0), 0);
+  auto bad = ReadHsmState(f);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), Code::kDataLoss);
+  EXPECT_NE(bad.status().message().find(f), std::string::npos) << bad.status().ToString();
+  std::remove(f.c_str());
+  rmdir(dir);
+}
+#else
+// Without the HSM library the tools carry their own reader of the same JSON:
+// flag names or (older writers) a number of bits, and the archive id.
 TEST(ToolsHsmState, DecodesNamesAndNumbersAndRefusesGarbage) {
   auto s = ParseHsmState(R"({"v":1,"flags":["exists","archived"],"archive":3,"key":"k","size":1})");
   ASSERT_TRUE(s.ok()) << s.status().ToString();
@@ -153,6 +267,7 @@ TEST(ToolsHsmState, DecodesNamesAndNumbersAndRefusesGarbage) {
     }
   }
 }
+#endif
 
 TEST(ToolsReport, SectionsArePerUserAndSorted) {
   const std::string h = FormatReportHeader(2, 3, 1536, {"/scratch"}, true);

@@ -29,6 +29,22 @@ TEST(ToolsUnits, BadSizesAreRefused) {
   }
 }
 
+// The edges: a number too long for a double is refused (it used to throw out
+// of std::stod and end the tool), and sizes from 8 EiB up to 2^64 convert
+// exactly (llround went through long long and had no value for them).
+TEST(ToolsUnits, HugeNumbersAreRefusedOrExact) {
+  const std::string digits(400, '9');
+  for (const std::string& s : {digits, digits + "k", "1" + std::string(320, '0')}) {
+    auto r = ParseSize(s);
+    EXPECT_FALSE(r.ok()) << s.size();
+    EXPECT_FALSE(ParseDuration(s).ok()) << s.size();
+  }
+  EXPECT_EQ(*ParseSize("8E"), uint64_t{8} << 60);
+  EXPECT_EQ(*ParseSize("15E"), uint64_t{15} << 60);
+  EXPECT_EQ(*ParseSize("18446744073709549568"), 18446744073709549568ull);  // largest double below 2^64
+  EXPECT_FALSE(ParseSize("16E").ok());
+}
+
 TEST(ToolsUnits, Durations) {
   EXPECT_EQ(*ParseDuration("30d"), 30 * 86400);
   EXPECT_EQ(*ParseDuration("12h"), 12 * 3600);
