@@ -3,9 +3,11 @@
 #include <dmapi.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <future>
+#include <random>
 
 #include "dm/handle.h"
 #include "hsm/dm_util.h"
@@ -44,7 +46,11 @@ Status FirstError(const std::vector<Status>& v) {
 
 }  // namespace
 
-Coordinator::Coordinator(Options opts, hsm::Archive* archive) : opts_(std::move(opts)), archive_(archive) {}
+Coordinator::Coordinator(Options opts, hsm::Archive* archive) : opts_(std::move(opts)), archive_(archive) {
+  // Task ids must not repeat across coordinators: results of a dead
+  // coordinator's tasks still arrive at the session its successor assumed.
+  next_task_ = (uint64_t(std::random_device{}()) << 32) | 1;
+}
 Coordinator::~Coordinator() = default;
 
 Status Coordinator::Start(uint64_t oldsid) {
@@ -337,9 +343,11 @@ Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>&
       Plan& p = plans[tasks[t].plans[j]];
       if (!r.ok()) plan_status[tasks[t].plans[j]] = r.status();
       else if (r->err) plan_status[tasks[t].plans[j]] = FromErrno(r->err, r->what);
-      else if (j < r->chunks.size()) {
+      else if (j < r->chunks.size() && r->chunks[j].index == tasks[t].task.items[j].index) {
         p.chunks.push_back(r->chunks[j]);
         (void)journal_->ChunkDone(p.move, r->chunks[j]);
+      } else {
+        plan_status[tasks[t].plans[j]] = Internal("a worker's result does not match its task", EIO);
       }
     }
   }
@@ -349,6 +357,7 @@ Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>&
     Plan& p = plans[k];
     const std::string& h = handles[p.i];
     Status st = plan_status[k];
+    std::sort(p.chunks.begin(), p.chunks.end(), [](const ChunkRef& a, const ChunkRef& b) { return a.index < b.index; });
     Result<ObjectManifest> m = st.ok() ? BuildManifest(p.key, p.stat.size, opts_.chunk_size, p.chunks,
                                                        "handle " + std::to_string(h.size()) + "B")
                                        : Result<ObjectManifest>(st);

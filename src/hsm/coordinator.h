@@ -101,7 +101,7 @@ class Coordinator {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  uint64_t next_task_ = 1;
+  uint64_t next_task_ = 1;  // random high half per incarnation
   std::map<uint64_t, TaskResult> results_;
   struct WorkerSessions {
     uint64_t restore = 0, archive = 0;

@@ -178,3 +178,100 @@ INSTANTIATE_TEST_SUITE_P(Backends, Hsm, ::testing::Values("posix", "hdf5"));
 
 }  // namespace
 }  // namespace pdm::test
+
+namespace pdm::test {
+namespace {
+
+// Worker and coordinator deaths, a full archive: posix only (the failure
+// handling is the coordinator's, the same for both back ends).
+class HsmFailures : public ::testing::Test {
+ protected:
+  static constexpr const char* kArgs = "--archive posix:%D/archive --hsm-chunk-mib 2 --session-failure-timeout-ms 8000";
+};
+
+std::vector<std::string> BigFiles(const LocalCluster& lc, int n, const std::string& sums) {
+  std::vector<std::string> rel;
+  fs::create_directories(lc.View(0) + "/data");
+  std::string all;
+  for (int i = 0; i < n; ++i) {
+    rel.push_back("f" + std::to_string(i));
+    all += rel.back() + " ";
+    EXPECT_EQ(Sh("head -c 25165824 /dev/urandom > " + lc.View(0) + "/data/" + rel.back()).first, 0);
+  }
+  EXPECT_EQ(Sh("cd " + lc.View(0) + "/data && sha256sum " + all + "> " + sums).first, 0);
+  Sh("sync");
+  return rel;
+}
+
+std::vector<std::string> Paths(const LocalCluster& lc, int node, const std::vector<std::string>& rel) {
+  std::vector<std::string> out;
+  for (auto& r : rel) out.push_back(lc.View(node) + "/data/" + r);
+  return out;
+}
+
+TEST_F(HsmFailures, Kill9OfAWorkerRankDuringMigrateAndRecallLosesNoByte) {
+  LocalCluster lc(4, kArgs);
+  ASSERT_TRUE(lc.up());
+  const std::string sums = lc.dir() + "/sums";
+  auto rel = BigFiles(lc, 4, sums);
+  auto migrate = std::async(std::launch::async, [&] { return Request(lc, 1, hsm::Op::kMigrate, Paths(lc, 1, rel)); });
+  ::usleep(300000);  // chunks are moving on every rank
+  lc.Kill9(2);
+  ASSERT_EQ(migrate.get(), 0) << "the dead worker's chunks go to other workers";
+  for (auto& p : Paths(lc, 3, rel)) EXPECT_TRUE(StateOf(p).Has(hsm::kReleased)) << p;
+  // Recall through node 3 while another worker rank dies.
+  auto check = std::async(std::launch::async, [&] {
+    return Sh("cd " + lc.View(3) + "/data && sha256sum -c --quiet " + sums);
+  });
+  ::usleep(300000);
+  lc.Kill9(1);
+  auto [rc, out] = check.get();
+  EXPECT_EQ(rc, 0) << out;
+}
+
+TEST_F(HsmFailures, Kill9OfTheCoordinatorDuringMigrateLeavesEveryFileResidentOrReleasedWithItsCopy) {
+  LocalCluster lc(4, kArgs);
+  ASSERT_TRUE(lc.up());
+  const std::string sums = lc.dir() + "/sums";
+  auto rel = BigFiles(lc, 4, sums);
+  auto migrate = std::async(std::launch::async, [&] { return Request(lc, 2, hsm::Op::kMigrate, Paths(lc, 2, rel)); });
+  ::usleep(400000);
+  lc.Kill9(0);  // the coordinator (and the session manager)
+  // Rank 1 assumes the session; the pending request comes back to it.
+  const int rc = migrate.get();
+  EXPECT_TRUE(rc == 0 || rc == EIO) << rc << Sh("grep -h 'hsm\\|assum' " + lc.dir() + "/state/pdmd.log | tail -30").second;
+  for (auto& p : Paths(lc, 3, rel)) {
+    hsm::FileState s = StateOf(p);
+    EXPECT_TRUE(!s.Has(hsm::kReleased) || s.Has(hsm::kArchived)) << p << ": " << hsm::FlagsString(s.flags);
+  }
+  auto [crc, out] = Sh("cd " + lc.View(3) + "/data && sha256sum -c --quiet " + sums);
+  EXPECT_EQ(crc, 0) << out;
+  // And the new coordinator serves: everything migrates now.
+  EXPECT_EQ(Request(lc, 3, hsm::Op::kMigrate, Paths(lc, 3, rel)), 0);
+  for (auto& p : Paths(lc, 3, rel)) EXPECT_TRUE(StateOf(p).Has(hsm::kReleased)) << p;
+  std::tie(crc, out) = Sh("cd " + lc.View(1) + "/data && sha256sum -c --quiet " + sums);
+  EXPECT_EQ(crc, 0) << out;
+}
+
+TEST_F(HsmFailures, AFullArchiveFailsTheMigrationCleanlyAndFreesNothing) {
+  char tmpl[] = "/tmp/pdm-full-XXXXXX";
+  const std::string small = ::mkdtemp(tmpl);
+  ASSERT_EQ(Sh("mount -t tmpfs -o size=20M tmpfs " + small).first, 0);
+  {
+    LocalCluster lc(4, "--archive posix:" + small + " --hsm-chunk-mib 2");
+    ASSERT_TRUE(lc.up());
+    const std::string sums = lc.dir() + "/sums";
+    auto rel = BigFiles(lc, 2, sums);  // 48 MiB into 20 MiB
+    const uint64_t before = DuBytes(lc.dir() + "/backing/data");
+    EXPECT_EQ(Request(lc, 1, hsm::Op::kMigrate, Paths(lc, 1, rel)), ENOSPC);
+    for (auto& p : Paths(lc, 1, rel)) EXPECT_FALSE(StateOf(p).Has(hsm::kReleased)) << p;
+    EXPECT_GE(DuBytes(lc.dir() + "/backing/data"), before) << "nothing freed";
+    auto [rc, out] = Sh("cd " + lc.View(2) + "/data && sha256sum -c --quiet " + sums);
+    EXPECT_EQ(rc, 0) << out;
+    EXPECT_EQ(Sh("ls " + small + "/objects | grep -c json").second, "0\n") << "nothing half published";
+  }
+  Sh("umount " + small + " && rmdir " + small);
+}
+
+}  // namespace
+}  // namespace pdm::test
