@@ -32,6 +32,7 @@ echo "== building ($build)"
 cmake -S . -B "$build" -G Ninja >/dev/null
 cmake --build "$build" -j"${PDM_JOBS:-2}" --target pdmd pdm-eventd pdm-migrate pdm-state >/dev/null
 
+demo_t0=$(date +%s.%N)
 dir=$(mktemp -d /tmp/pdm-demo-XXXXXX)
 cleanup() {
   "$root/scripts/localcluster.sh" down "$dir" >/dev/null 2>&1 || true
@@ -82,7 +83,7 @@ on_node 1 "$build/bin/pdm-migrate" --progress 1 "$dir/node1/dataset" || migrate_
 t1=$(now)
 sync
 used_after=$(blocks_used "$dir/backing")
-echo "du -sh of the backing store: $(du -sh "$dir/backing" | cut -f1) (was $(human "$used_before")); " \
+echo "du -sh of the backing store: $(du -sh "$dir/backing" | cut -f1) (was $(human "$used_before"));" \
   "the archive holds $(du -sh "$dir/archive" | cut -f1)"
 ls -ls "$dir/node1/dataset/large" | sed 's/^/  /'
 
@@ -122,6 +123,7 @@ printf '  released:  %d of %d files; backing store %s -> %s (%s freed)\n' "$rele
 printf '  recall:    %.2f s, %s/s through another node (sha256sum -c)\n' "$rec_s" \
   "$(human "$(calc "int($nbytes / max($rec_s, 1e-9))")")"
 printf '  verified:  %s\n' "$verdict"
+printf '  demo:      %.1f s from cluster start to here\n' "$(calc "$(now) - $demo_t0")"
 
 status=0
 [ "$migrate_rc" -eq 0 ] || { echo "demo: pdm-migrate failed (exit $migrate_rc)" >&2; status=1; }
