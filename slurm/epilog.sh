@@ -48,8 +48,12 @@ if [ -L "$dir" ] || [ ! -d "$dir" ]; then
 fi
 
 if [ -x "$bin/pdm-purge" ]; then
-  # Everything in it, whatever its age; --json summary to the log.
-  if out=$("$bin/pdm-purge" "$dir" --older-than 0s --by mtime --json 2>&1); then
+  # Everything in it (--all: whatever its age, even files written a moment
+  # ago), emptied directories too (--rmdir, deepest first); --json summary to
+  # the log.
+  # A clean environment: with the epilog's SLURM_* variables set, Open MPI's
+  # singleton start-up looks for a job step to join and aborts.
+  if out=$(env -i PATH="$PATH" HOME=/root "$bin/pdm-purge" "$dir" --all --rmdir --json 2>&1); then
     log "purged $dir: $out"
   else
     log "pdm-purge $dir failed: $(printf '%s' "$out" | tail -3 | tr '\n' ' ')"
