@@ -1,5 +1,6 @@
 #include "tools/purge.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
@@ -13,6 +14,7 @@
 #include <cstring>
 #include <map>
 #include <set>
+#include <string_view>
 #include <unordered_map>
 
 #include "common/posix.h"
@@ -143,10 +145,15 @@ class Purger {
     PDM_RETURN_IF_ERROR(Prepare());
     PDM_RETURN_IF_ERROR(Select());
     PDM_RETURN_IF_ERROR(ApplyPolicyLimits());
+    PDM_RETURN_IF_ERROR(ApplyOptionLimits());
     PDM_RETURN_IF_ERROR(WriteReport());
     std::vector<std::string> work = Balance();
-    Status st = Act(work);
-    if (st.ok() && o_.rmdir && !o_.dryrun) RemoveEmptiedDirs();
+    std::string done_list;
+    Act(work, &done_list);
+    // A dry run decides the directories too, with the same code: the list it
+    // writes is the list of everything a real run removes.
+    if (o_.rmdir) RemoveEmptiedDirs(&done_list);
+    Status st = WriteLists(done_list);
     Finish(MPI_Wtime() - t0);
     return st;
   }
@@ -206,7 +213,7 @@ class Purger {
     s.size = e.size;
     s.blocks = e.blocks;
     s.uid = e.uid;
-    if (rule >= 0) s.key = OrderKeyOf(o_.policy->rules[static_cast<size_t>(rule)].order, e);
+    s.key = OrderKeyOf(rule >= 0 ? o_.policy->rules[static_cast<size_t>(rule)].order : o_.order, e);
     s.path = std::move(e.path);
     sel_.push_back(std::move(s));
   }
@@ -315,6 +322,22 @@ class Purger {
     return Status::Ok();
   }
 
+  // --limit-count / --limit-bytes without a policy: the whole selection is
+  // one rule's candidates, cut by the same PrefixSelect (and so with the same
+  // tie rules) as a policy rule's.
+  Status ApplyOptionLimits() {
+    if (o_.policy || (!o_.max_count && !o_.max_volume)) return Status::Ok();
+    std::vector<Candidate> c;
+    c.reserve(sel_.size());
+    for (size_t i = 0; i < sel_.size(); ++i) c.push_back(Candidate{sel_[i].key, sel_[i].blocks * 512, i});
+    const size_t take = PrefixSelect(comm_, &c, o_.max_count, o_.max_volume);
+    std::vector<Selected> kept;
+    kept.reserve(take);
+    for (size_t i = 0; i < take; ++i) kept.push_back(std::move(sel_[c[i].index]));
+    sel_ = std::move(kept);
+    return Status::Ok();
+  }
+
   Status WriteReport() {
     matched_ = sel_.size();
     for (const auto& s : sel_) selected_bytes_ += s.size;
@@ -355,8 +378,9 @@ class Purger {
     return ExchangeStrings(comm_, out);
   }
 
-  Status Act(const std::vector<std::string>& work) {
-    std::string done_list;
+  // Removes (or, in a dry run, only lists) the balanced work; appends what
+  // was acted on to *done_list and notes the parents for --rmdir.
+  void Act(const std::vector<std::string>& work, std::string* done_list) {
     Progress prog(comm_, o_.progress_s, "pdm-purge", o_.dryrun ? "selected" : "files acted on");
     prog.SetTotal(SumAll(comm_, work.size()));
     ParentCache parents;
@@ -366,12 +390,13 @@ class Purger {
       const int rule = std::atoi(w.substr(0, tab).c_str());
       const std::string path = w.substr(tab + 1);
       prog.Tick();
+      SplitPath(path, &dir, &name);
       if (o_.dryrun) {
-        done_list += path + "\n";
+        *done_list += path + "\n";
+        if (!Releases(rule)) NoteGone(dir, name);  // a released file stays in its directory
         prog.Add(1, 0);
         continue;
       }
-      SplitPath(path, &dir, &name);
       const int fd = parents.Open(dir);
       if (fd < 0) {
         if (-fd == ENOENT) ++skipped_;
@@ -415,52 +440,132 @@ class Purger {
           continue;
         }
         ++removed_;
-        if (o_.rmdir && StrictlyUnder(dir, roots_)) emptied_[Depth(dir)].insert(dir);
+        NoteGone(dir, name);
       }
       bytes_ += e.size;
       prog.Add(1, e.size);
-      done_list += path + "\n";
+      *done_list += path + "\n";
     }
     uint64_t i = 0, b = 0;
     prog.Finish(&i, &b);
+  }
+
+  Status WriteLists(const std::string& done_list) {
     Status st;
     if (!o_.list_file.empty()) st = WriteFileOrdered(comm_, o_.list_file, done_list);
     if (st.ok() && o_.print_list) st = WriteRankOrdered(comm_, done_list, stdout);
     return st;
   }
 
+  // `name` left (or, dry, would leave) `dir`: dir becomes an --rmdir
+  // candidate. The dry run keeps the names, since it must later compare them
+  // with what the directory holds; the real run only needs the directory.
+  void NoteGone(const std::string& dir, const std::string& name) {
+    if (!o_.rmdir || !StrictlyUnder(dir, roots_)) return;
+    auto& names = gone_[dir];
+    if (o_.dryrun) names.insert(name);
+  }
+
   static int64_t Depth(const std::string& p) { return std::count(p.begin(), p.end(), '/'); }
 
-  // Deepest level first; the MaxAll of each round doubles as the barrier
-  // that keeps a parent from being tried before all its children are gone.
-  void RemoveEmptiedDirs() {
+  // Sends each candidate directory, with the names gone from it, to its
+  // owner rank (a hash of the path), so one rank alone decides a directory
+  // however many ranks removed files in it. COLLECTIVE.
+  void RouteCandidates(std::map<std::string, std::set<std::string>>* local) {
+    std::vector<std::vector<std::string>> out(static_cast<size_t>(size_));
+    for (auto& [dir, names] : *local) {
+      auto& to = out[std::hash<std::string>{}(dir) % static_cast<size_t>(size_)];
+      // "dir/" alone says "a child of dir went" (real run: no names kept).
+      if (names.empty()) to.push_back(dir + "/");
+      for (const auto& n : names) to.push_back(dir + "/" + n);
+    }
+    local->clear();
+    std::string dir, name;
+    for (const auto& child : ExchangeStrings(comm_, out)) {
+      SplitPath(child, &dir, &name);
+      auto& names = owned_[Depth(dir)][dir];
+      if (!name.empty()) names.insert(name);
+    }
+  }
+
+  // Dry run: would rmdir succeed once `gone` are gone? Only when every entry
+  // the directory holds now is among them. Opened without following any
+  // symlink, as the real run's unlinkat through its parent would be.
+  bool WouldEmpty(const std::string& path, const std::set<std::string>& gone) {
+    struct open_how how;
+    std::memset(&how, 0, sizeof how);
+    how.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    const long fd = syscall(SYS_openat2, AT_FDCWD, path.c_str(), &how, sizeof how);
+    if (fd < 0) {
+      if (errno != ENOENT && errno != ELOOP && errno != ENOTDIR) Error(PosixError("open", path, errno).ToString());
+      return false;
+    }
+    DIR* d = fdopendir(static_cast<int>(fd));
+    if (d == nullptr) {
+      Error(PosixError("fdopendir", path, errno).ToString());
+      close(static_cast<int>(fd));
+      return false;
+    }
+    bool empty = true;
+    while (struct dirent* de = readdir(d)) {
+      const std::string_view n = de->d_name;
+      if (n == "." || n == "..") continue;
+      if (!gone.count(std::string(n))) {
+        empty = false;
+        break;
+      }
+    }
+    closedir(d);
+    return empty;
+  }
+
+  // Deepest level first. Every round routes the parents of the directories
+  // removed in it to their owners; that exchange doubles as the barrier that
+  // keeps a parent from being tried before all its children are decided.
+  // The dry run walks the same rounds and judges with WouldEmpty instead of
+  // rmdir, so its list holds the directories the real run removes.
+  void RemoveEmptiedDirs(std::string* done_list) {
+    RouteCandidates(&gone_);
     ParentCache parents;
     std::string dir, name;
     for (;;) {
-      const int64_t d = MaxAll(comm_, emptied_.empty() ? -1 : emptied_.rbegin()->first);
+      const int64_t d = MaxAll(comm_, owned_.empty() ? -1 : owned_.rbegin()->first);
       if (d < 0) break;
-      auto it = emptied_.find(d);
-      if (it == emptied_.end()) continue;
-      for (const auto& p : it->second) {
-        if (o_.protect.Covers(p)) continue;
-        SplitPath(p, &dir, &name);
-        const int fd = parents.Open(dir);
-        if (fd < 0) continue;
-        if (unlinkat(fd, name.c_str(), AT_REMOVEDIR) == 0) {
+      std::map<std::string, std::set<std::string>> up;
+      if (auto it = owned_.find(d); it != owned_.end()) {
+        for (const auto& [p, names] : it->second) {
+          if (o_.protect.Covers(p)) continue;
+          SplitPath(p, &dir, &name);
+          bool removed = false;
+          if (o_.dryrun) {
+            removed = WouldEmpty(p, names);
+          } else {
+            const int fd = parents.Open(dir);
+            if (fd < 0) continue;
+            removed = unlinkat(fd, name.c_str(), AT_REMOVEDIR) == 0;
+            if (!removed && errno != ENOTEMPTY && errno != EEXIST && errno != ENOENT)
+              Error(PosixError("rmdir", p, errno).ToString());
+          }
+          if (!removed) continue;
           ++dirs_removed_;
-          if (StrictlyUnder(dir, roots_)) emptied_[Depth(dir)].insert(dir);
-        } else if (errno != ENOTEMPTY && errno != EEXIST && errno != ENOENT) {
-          Error(PosixError("rmdir", p, errno).ToString());
+          *done_list += p + "\n";
+          if (StrictlyUnder(dir, roots_)) {
+            auto& names_up = up[dir];
+            if (o_.dryrun) names_up.insert(name);
+          }
         }
+        owned_.erase(it);
       }
-      emptied_.erase(d);
       parents.Reset();
+      RouteCandidates(&up);
     }
   }
 
   void Finish(double secs) {
+    // A dry run removes no directory; dirs_matched says which it would.
     uint64_t local[9] = {scanned_, matched_, removed_, released_, o_.dryrun ? selected_bytes_ : bytes_,
-                         dirs_removed_, skipped_, errors_, 0};
+                         o_.dryrun ? 0 : dirs_removed_, skipped_, errors_, dirs_removed_};
     uint64_t sums[9] = {};
     MPI_Allreduce(local, sums, 9, MPI_UINT64_T, MPI_SUM, comm_);
     res_->scanned = sums[0];
@@ -471,6 +576,7 @@ class Purger {
     res_->dirs_removed = sums[5];
     res_->skipped = sums[6];
     res_->errors = sums[7];
+    res_->dirs_matched = sums[8];
     res_->seconds = secs;
   }
 
@@ -481,7 +587,8 @@ class Purger {
   int64_t now_ = 0;
   std::vector<std::string> roots_;
   std::vector<Selected> sel_;
-  std::map<int64_t, std::set<std::string>> emptied_;  // by depth
+  std::map<std::string, std::set<std::string>> gone_;  // --rmdir: local dir -> names gone (dry run)
+  std::map<int64_t, std::map<std::string, std::set<std::string>>> owned_;  // dirs this rank decides, by depth
   uint64_t scanned_ = 0, matched_ = 0, removed_ = 0, released_ = 0, bytes_ = 0, selected_bytes_ = 0;
   uint64_t dirs_removed_ = 0, skipped_ = 0, errors_ = 0;
 };

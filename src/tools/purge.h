@@ -7,7 +7,8 @@
 //      are not descended. With a policy, the first rule taking the entry
 //      decides, then each rule's candidates are ordered and cut to its limits
 //      and, with a trigger, to the bytes that bring usage down to the low
-//      watermark (PrefixSelect).
+//      watermark (PrefixSelect). Without a policy, max_count / max_volume
+//      cut the one selection the same way.
 //   2. the selected paths are redistributed so every rank acts on the same
 //      number of files.
 //   3. action: each parent directory is opened with openat2(RESOLVE_NO_SYMLINKS)
@@ -15,10 +16,13 @@
 //      follows a symlink out of the tree — the entry is lstat'ed again through
 //      that fd, re-judged, and unlinkat() removes it.
 //   4. with rmdir: directories whose entries were all removed are removed
-//      too, deepest first, level by level (a barrier per level), never a root.
+//      too, deepest first, level by level (a barrier per level), never a root
+//      nor a protected one. Each candidate directory is decided by one owner
+//      rank (a hash of its path).
 //
-// A dry run does steps 1 and 2 and writes the list a real run would act on,
-// from the same code. Roots are resolved with realpath; "/" and a mount
+// A dry run does steps 1 and 2, then step 4 with "would every entry the
+// directory holds now be gone?" (a readdir) in place of rmdir, and writes the
+// list a real run would act on — files, then directories — from the same code. Roots are resolved with realpath; "/" and a mount
 // root are refused unless `force`.
 //
 // Thread-safety: one thread per process; RunPurge is COLLECTIVE.
@@ -28,6 +32,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,6 +53,13 @@ struct PurgeOptions {
   Criteria criteria;               // used when policy is null
   ProtectSet protect;
   const Policy* policy = nullptr;  // purge/release rules of a policy file
+  // Without a policy: take only the first candidates in `order` (times:
+  // oldest first; size: largest first) while fewer than max_count are taken
+  // and they weigh (st_blocks * 512, the space a purge frees) less than
+  // max_volume — a policy rule's order / max_count / max_volume, from flags.
+  OrderKey order = OrderKey::kNone;
+  std::optional<uint64_t> max_count;
+  std::optional<uint64_t> max_volume;
   bool dryrun = false;
   bool rmdir = false;          // also remove directories emptied by the purge
   bool force = false;          // allow "/" and mount roots
@@ -68,7 +80,8 @@ struct PurgeResult {
   uint64_t removed = 0;      // unlinked (0 in a dry run)
   uint64_t released = 0;     // released through the hook
   uint64_t bytes = 0;        // st_size of the removed / released (selected, in a dry run)
-  uint64_t dirs_removed = 0;
+  uint64_t dirs_removed = 0;  // with rmdir (0 in a dry run)
+  uint64_t dirs_matched = 0;  // with rmdir: directories removed, or a dry run would remove
   uint64_t skipped = 0;      // changed or vanished before the action, or outside the roots
   uint64_t errors = 0;       // failed walks, lstats, unlinks, releases
   bool triggered = true;     // false: a policy trigger said usage is below high
