@@ -228,11 +228,13 @@ int Run(int argc, char** argv) {
       const double rate = r.seconds > 0 ? static_cast<double>(r.removed + r.released) / r.seconds : 0;
       if (o.policy && o.policy->trigger && !r.triggered)
         std::fprintf(out, "pdm-purge: usage below the high watermark: nothing to do\n");
-      std::fprintf(out, "pdm-purge: scanned %s, %s %s (%s)%s, %s removed, %s released, %s dirs removed, "
+      // A dry run's directory count is the one it would remove (dirs_matched).
+      std::fprintf(out, "pdm-purge: scanned %s, %s %s (%s)%s, %s removed, %s released, %s dirs %s, "
                    "%s skipped, %s errors, %s (%s files/s, %d ranks)\n",
                    FormatCount(r.scanned).c_str(), a.dryrun ? "would act on" : "matched", FormatCount(r.matched).c_str(),
                    FormatBytes(r.bytes).c_str(), a.dryrun ? " [dry run]" : "", FormatCount(r.removed).c_str(),
-                   FormatCount(r.released).c_str(), FormatCount(r.dirs_removed).c_str(), FormatCount(r.skipped).c_str(),
+                   FormatCount(r.released).c_str(), FormatCount(a.dryrun ? r.dirs_matched : r.dirs_removed).c_str(),
+                   a.dryrun ? "would go" : "removed", FormatCount(r.skipped).c_str(),
                    FormatCount(r.errors).c_str(), FormatDuration(r.seconds).c_str(),
                    FormatCount(static_cast<uint64_t>(rate)).c_str(), mpi.size());
     }
