@@ -6,8 +6,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <atomic>
 #include <future>
+#include <optional>
 #include <random>
+#include <thread>
 
 #include "dm/handle.h"
 #include "hsm/dm_util.h"
@@ -16,7 +19,11 @@ namespace pdm::hsm {
 
 namespace {
 
-constexpr unsigned kDirtyWatch = DM_REGION_WRITE | DM_REGION_TRUNCATE;
+// A stub's region: any access (the kernel reports reads and writes alike as
+// FAN_PRE_ACCESS, so a READ region catches both) recalls first. Resident
+// files, archived or not, carry no region: their reads cost nothing, and
+// writes to archived ones are caught afterwards by CLOSE (written and
+// closed), which marks them dirty; release re-checks size and mtime anyway.
 constexpr unsigned kStub = DM_REGION_READ | DM_REGION_WRITE | DM_REGION_TRUNCATE;
 
 struct FileStat {
@@ -37,6 +44,21 @@ std::string KeyFor(const std::string& h, uint64_t ver) {
   if (!parsed.ok()) return {};
   return MakeObjectKey(parsed->fsid(), parsed->ino(), parsed->igen(), ver);
 }
+
+// Runs f(0..n-1) on up to `width` threads. The per-file steps of a request
+// each wait on a round trip or an fsync; side by side, the journal's group
+// commit and the node's pipelining turn hundreds of waits into a few.
+template <class F>
+void ParallelFor(size_t n, size_t width, F f) {
+  std::atomic<size_t> next{0};
+  std::vector<std::thread> ts;
+  for (size_t k = 0; k < std::min(n, width); ++k)
+    ts.emplace_back([&] {
+      for (size_t i; (i = next.fetch_add(1)) < n;) f(i);
+    });
+  for (auto& t : ts) t.join();
+}
+constexpr size_t kFileParallelism = 32;
 
 Status FirstError(const std::vector<Status>& v) {
   for (const auto& s : v)
@@ -71,6 +93,7 @@ Status Coordinator::Start(uint64_t oldsid) {
   DMEV_SET(DM_EVENT_WRITE, ev);
   DMEV_SET(DM_EVENT_TRUNCATE, ev);
   DMEV_SET(DM_EVENT_DESTROY, ev);
+  DMEV_SET(DM_EVENT_CLOSE, ev);
   if (dm_set_disp(sid_, H(fsh_), fsh_.size(), DM_NO_TOKEN, &ev, DM_EVENT_MAX) != 0) return DmError("dm_set_disp");
   if (dm_set_eventlist(sid_, H(fsh_), fsh_.size(), DM_NO_TOKEN, &ev, DM_EVENT_MAX) != 0)
     return DmError("dm_set_eventlist");
@@ -166,6 +189,11 @@ void Coordinator::OnEvent(std::vector<uint8_t> raw) {
       const char* hp = DM_GET_VALUE(de, de_handle, const char*);
       return OnDataEvent(token, m->ev_type, std::string(hp, DM_GET_LEN(de, de_handle)));
     }
+    case DM_EVENT_CLOSE: {
+      auto* ne = DM_GET_VALUE(m, ev_data, dm_namesp_event_t*);
+      const char* hp = DM_GET_VALUE(ne, ne_handle1, const char*);
+      return OnClose(std::string(hp, DM_GET_LEN(ne, ne_handle1)));
+    }
     case DM_EVENT_DESTROY: {
       auto* de = DM_GET_VALUE(m, ev_data, dm_destroy_event_t*);
       const char* cp = DM_GET_VALUE(de, ds_attrcopy, const char*);
@@ -186,9 +214,10 @@ void Coordinator::Respond(uint64_t token, const Status& st) {
 void Coordinator::OnRequest(uint64_t token, const Request& req) {
   std::vector<Status> out(req.handles.size(), Status::Ok());
   // Rights first: EXCL on every file of the request, under its token.
-  for (size_t i = 0; i < req.handles.size(); ++i)
+  ParallelFor(req.handles.size(), kFileParallelism, [&](size_t i) {
     if (dm_request_right(sid_, H(req.handles[i]), req.handles[i].size(), token, DM_RR_WAIT, DM_RIGHT_EXCL) != 0)
       out[i] = DmError("dm_request_right");
+  });
   if (req.op == Op::kArchive || req.op == Op::kMigrate) {
     std::vector<std::string> todo;
     std::vector<size_t> where;
@@ -249,6 +278,18 @@ void Coordinator::OnDataEvent(uint64_t token, unsigned type, const std::string& 
   Respond(token, Status::Ok());
 }
 
+void Coordinator::OnClose(const std::string& h) {
+  // Asynchronous: no token. A file written since its copy is dirty.
+  auto st = GetState(sid_, h, DM_NO_TOKEN);
+  if (!st.ok() || !st->Has(kArchived) || st->Has(kDirty) || st->Has(kReleased)) return;
+  auto fs = StatOf(sid_, h, DM_NO_TOKEN);
+  if (!fs.ok() || Unchanged(*st, *fs)) return;
+  FileState s = *st;
+  s.Set(kDirty);
+  if (Status e = PutState(sid_, h, DM_NO_TOKEN, s); !e.ok())
+    spdlog::warn("hsm: cannot mark {} dirty: {}", s.key, e.ToString());
+}
+
 void Coordinator::OnDestroy(const std::string& attrcopy) {
   if (!opts_.remove_on_destroy || attrcopy.empty()) return;
   auto s = Decode({reinterpret_cast<const uint8_t*>(attrcopy.data()), attrcopy.size()});
@@ -273,27 +314,27 @@ Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>&
     uint64_t move = 0;
     std::vector<ChunkRef> chunks;
   };
-  std::vector<Plan> plans;
-  std::vector<bool> skip(handles.size(), false);
-  for (size_t i = 0; i < handles.size(); ++i) {
+  std::vector<std::optional<Plan>> planned(handles.size());
+  ParallelFor(handles.size(), kFileParallelism, [&](size_t i) {
     auto st = GetState(sid_, handles[i], token);
-    if (!st.ok()) { (*out)[i] = st.status(); continue; }
+    if (!st.ok()) { (*out)[i] = st.status(); return; }
     auto fs = StatOf(sid_, handles[i], token);
-    if (!fs.ok()) { (*out)[i] = fs.status(); continue; }
-    if (st->Has(kNoArchive)) { (*out)[i] = PermissionDenied("file is marked noarchive", EPERM); continue; }
-    if (st->Has(kArchived) && !st->Has(kDirty) && !st->Has(kLost) && (st->Has(kReleased) || Unchanged(*st, *fs))) {
-      skip[i] = true;  // the copy is current
-      continue;
-    }
+    if (!fs.ok()) { (*out)[i] = fs.status(); return; }
+    if (st->Has(kNoArchive)) { (*out)[i] = PermissionDenied("file is marked noarchive", EPERM); return; }
+    if (st->Has(kArchived) && !st->Has(kDirty) && !st->Has(kLost) && (st->Has(kReleased) || Unchanged(*st, *fs)))
+      return;  // the copy is current
     Plan p{i, *st, *fs, KeyFor(handles[i], st->ver + 1), 0, {}};
-    if (p.key.empty()) { (*out)[i] = InvalidArgument("bad handle", EBADF); continue; }
+    if (p.key.empty()) { (*out)[i] = InvalidArgument("bad handle", EBADF); return; }
     auto id = journal_->Begin(then_release ? MoveOp::kMigrate : MoveOp::kArchive,
                               {reinterpret_cast<const uint8_t*>(handles[i].data()), handles[i].size()}, p.key,
                               st->ver + 1);
-    if (!id.ok()) { (*out)[i] = id.status(); continue; }
+    if (!id.ok()) { (*out)[i] = id.status(); return; }
     p.move = *id;
-    plans.push_back(std::move(p));
-  }
+    planned[i] = std::move(p);
+  });
+  std::vector<Plan> plans;
+  for (auto& p : planned)
+    if (p) plans.push_back(std::move(*p));
 
   // Tasks: each chunk of a big file alone; small files batched.
   struct Pending {
@@ -345,7 +386,7 @@ Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>&
       else if (r->err) plan_status[tasks[t].plans[j]] = FromErrno(r->err, r->what);
       else if (j < r->chunks.size() && r->chunks[j].index == tasks[t].task.items[j].index) {
         p.chunks.push_back(r->chunks[j]);
-        (void)journal_->ChunkDone(p.move, r->chunks[j]);
+        if (tasks[t].task.items.size() == 1) (void)journal_->ChunkDone(p.move, r->chunks[j]);
       } else {
         plan_status[tasks[t].plans[j]] = Internal("a worker's result does not match its task", EIO);
       }
@@ -353,7 +394,7 @@ Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>&
   }
 
   // Commit, record, watch for writes; then release what was asked.
-  for (size_t k = 0; k < plans.size(); ++k) {
+  ParallelFor(plans.size(), kFileParallelism, [&](size_t k) {
     Plan& p = plans[k];
     const std::string& h = handles[p.i];
     Status st = plan_status[k];
@@ -382,7 +423,6 @@ Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>&
       s.sum = m->sum;
       s.ver = p.state.ver + 1;
       st = PutState(sid_, h, token, s);
-      if (st.ok()) st = SetWholeRegion(sid_, h, token, kDirtyWatch);
       if (st.ok() && dm_sync_by_handle(sid_, H(h), h.size(), token) != 0) st = DmError("dm_sync_by_handle");
       if (st.ok() && !p.state.key.empty() && p.state.key != p.key) (void)archive_->Remove(p.state.key);
     }
@@ -391,10 +431,10 @@ Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>&
       (void)archive_->Remove(p.key);
       (void)journal_->Abort(p.move, st.ToString());
       (*out)[p.i] = st;
-      continue;
+      return;
     }
     (void)journal_->End(p.move);
-  }
+  });
   if (then_release) {
     std::vector<std::future<Status>> rel;
     std::vector<size_t> idx;
@@ -405,7 +445,6 @@ Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>&
       }
     for (size_t k = 0; k < idx.size(); ++k) (*out)[idx[k]] = rel[k].get();
   }
-  (void)skip;
   return FirstError(*out);
 }
 
@@ -488,7 +527,7 @@ Status Coordinator::Recall(uint64_t token, const std::string& h) {
     return first;  // e.g. no live worker: the file stays a stub, not lost
   }
   if (dm_sync_by_handle(sid_, H(h), h.size(), token) != 0) return DmError("dm_sync_by_handle");
-  PDM_RETURN_IF_ERROR(SetWholeRegion(sid_, h, token, kDirtyWatch));
+  PDM_RETURN_IF_ERROR(SetWholeRegion(sid_, h, token, 0));
   s.Clear(kReleased);
   PDM_RETURN_IF_ERROR(PutState(sid_, h, token, s));
   if (move.ok()) (void)journal_->End(*move);

@@ -8,13 +8,12 @@
 //
 // Per file (blueprint section 5), archive: chunks out → every chunk durable
 // → manifest committed (the archive's checksums are those computed from the
-// file's bytes as they were read) → state "archived" written and synced →
-// WRITE|TRUNCATE region, so a later write marks the file dirty. Release: only
+// file's bytes as they were read) → state "archived" written and synced; a
+// later write shows up as CLOSE (written and closed) and marks it dirty. Release: only
 // an archived, clean, unchanged file: READ|WRITE|TRUNCATE region first (a
 // read from now on recalls), then the punch, then state "released". Recall
 // (a request, or READ / WRITE / TRUNCATE on a file with a READ region):
-// chunks in, each checksum verified → regions back to WRITE|TRUNCATE → state
-// resident. A checksum mismatch or a missing object marks the file lost,
+// chunks in, each checksum verified → regions cleared → state resident. A checksum mismatch or a missing object marks the file lost,
 // fails the access with EIO and leaves it a stub.
 //
 // Each file is handled under the DM right EXCL of the request's token, so
@@ -75,6 +74,7 @@ class Coordinator {
   void OnEvent(std::vector<uint8_t> msg);
   void OnRequest(uint64_t token, const Request& req);
   void OnDataEvent(uint64_t token, unsigned type, const std::string& handle);
+  void OnClose(const std::string& handle);
   void OnDestroy(const std::string& attrcopy);
   void Respond(uint64_t token, const Status& st);
 

@@ -164,7 +164,11 @@ TEST_P(Hsm, CorruptCopyFailsWithEioAndTheFileIsLostDirtyFilesAreNotReleased) {
   // Dirty: an archived file written since is never released.
   const std::string small = lc_.View(2) + "/data/" + rel[1];
   EXPECT_EQ(Sh("cat " + small + " > /dev/null").first, 0) << "recalled";
+  EXPECT_TRUE(StateOf(small).Has(hsm::kArchived));
+  EXPECT_FALSE(StateOf(small).Has(hsm::kDirty)) << "reading a recalled file does not make it dirty";
   EXPECT_EQ(Sh("echo more >> " + small).first, 0);
+  // CLOSE reaches the coordinator asynchronously.
+  for (int i = 0; i < 50 && !StateOf(small).Has(hsm::kDirty); ++i) ::usleep(100000);
   EXPECT_TRUE(StateOf(small).Has(hsm::kDirty)) << hsm::FlagsString(StateOf(small).flags);
   EXPECT_EQ(Request(lc_, 1, hsm::Op::kRelease, {small}), EBUSY);
   EXPECT_FALSE(StateOf(small).Has(hsm::kReleased));
