@@ -279,3 +279,73 @@ TEST_F(HsmFailures, AFullArchiveFailsTheMigrationCleanlyAndFreesNothing) {
 
 }  // namespace
 }  // namespace pdm::test
+
+namespace pdm::test {
+namespace {
+
+// Claims 4-6: a worker moves data only for the coordinator's session and a
+// token outstanding on it. A task from any other session, or with a token
+// that is not outstanding, is refused (and logged); its result says why.
+TEST(HsmWorkers, RefuseTasksWithoutTheCoordinatorsSessionAndToken) {
+  LocalCluster lc(4, "--archive posix:%D/archive");
+  ASSERT_TRUE(lc.up());
+  fs::create_directories(lc.View(0) + "/data");
+  { std::ofstream(lc.View(0) + "/data/f") << "payload"; }
+  EXPECT_CHILD_OK(RunOn(lc, 3, [&](FILE*, FILE*) {
+    // Find rank 2's archive worker session.
+    std::vector<dm_sessid_t> sids(256);
+    unsigned int n = 0;
+    CHILD_CHECK(dm_getall_sessions(256, sids.data(), &n) == 0);
+    dm_sessid_t worker = DM_NO_SESSION;
+    for (unsigned int i = 0; i < n; ++i) {
+      char info[DM_SESSION_INFO_LEN + 1] = {};
+      size_t len = 0;
+      if (dm_query_session(sids[i], DM_SESSION_INFO_LEN, info, &len) == 0 &&
+          std::string(info) == std::string(hsm::kWorkerInfo) + " r2 archive")
+        worker = sids[i];
+    }
+    CHILD_CHECK(worker != DM_NO_SESSION);
+    dm_sessid_t mine;
+    CHILD_CHECK(dm_create_session(DM_NO_SESSION, const_cast<char*>("impostor"), &mine) == 0);
+    dm_token_t tok;
+    CHILD_CHECK(dm_create_userevent(mine, 0, nullptr, &tok) == 0);
+    void* h;
+    size_t hl;
+    const std::string path = lc.View(3) + "/data/f";
+    CHILD_CHECK(dm_path_to_handle(const_cast<char*>(path.c_str()), &h, &hl) == 0);
+    auto expect_refused = [&](uint64_t sid, uint64_t token, int want) {
+      hsm::Task t;
+      t.id = 77;
+      t.kind = hsm::TaskKind::kPunch;
+      t.sid = sid;
+      t.token = token;
+      t.items.push_back({std::string(static_cast<char*>(h), hl), "k", 0, 0, 0});
+      const std::string msg = hsm::EncodeTask(t);
+      CHILD_CHECK(dm_send_msg(worker, DM_MSGTYPE_ASYNC, msg.size(), const_cast<char*>(msg.data())) == 0);
+      if (sid != mine) return true;  // the result goes to the real coordinator
+      static char buf[65536] __attribute__((aligned(8)));
+      size_t rlen = 0;
+      CHILD_CHECK(dm_get_events(mine, 1, DM_EV_WAIT, sizeof buf, buf, &rlen) == 0);
+      auto* m = reinterpret_cast<dm_eventmsg_t*>(buf);
+      auto r = hsm::DecodeResult(std::string_view(DM_GET_VALUE(m, ev_data, char*), DM_GET_LEN(m, ev_data)));
+      CHILD_CHECK(r.ok() && r->id == 77 && r->err == want);
+      return true;
+    };
+    // Our own session is not the coordinator's: EPERM, nothing punched.
+    expect_refused(mine, tok, EPERM);
+    // The coordinator's session with a token that is not outstanding.
+    auto coord = hsm::FindCoordinator();
+    CHILD_CHECK(coord.ok());
+    expect_refused(*coord, 0x12345, 0);
+    return 0;
+  }));
+  ::usleep(500000);
+  std::string data;
+  std::ifstream(lc.View(1) + "/data/f") >> data;
+  EXPECT_EQ(data, "payload") << "no refused task touched the file";
+  EXPECT_NE(Sh("grep -c 'not outstanding on the coordinator session' " + lc.dir() + "/state/pdmd.log").second, "0\n")
+      << "the refusal is logged";
+}
+
+}  // namespace
+}  // namespace pdm::test
