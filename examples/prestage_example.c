@@ -4,7 +4,7 @@
  *
  *   mpirun -np 3 prestage_example [-s SOCKET] [-d DIR] [-q] FILE...
  *
- * Every rank reads FILE 1 (a shared input, as a mesh would be) and a window
+ * Every rank reads the first FILE (a shared input, as a mesh would be) and a window
  * of the others that overlaps its neighbours', so many files are named by
  * two or three ranks: pdm_prestage recalls each of them once. FILEs are
  * relative to DIR when -d is given. In SOCKET and DIR, "%r" is replaced by

@@ -56,9 +56,11 @@ extern "C" {
  *         copy is lost or damaged, ENOENT for a missing file, EINVAL for a
  *         directory, symlink or other non-regular file;
  *       - only other ranks' paths failed: errno is EREMOTE;
- *       - the call could not run at all (on any rank: no node agent, no HSM
- *         coordinator (ENOENT), paths NULL with n > 0 (EINVAL), an MPI
- *         error (EIO)): the errno of that failure on every rank.
+ *       - the call could not run at all, on any rank: no node agent at
+ *         DMAPI_SOCKET (libdmapi's errno, EIO), no HSM coordinator (ENOENT),
+ *         paths NULL with n > 0 (EINVAL), an MPI error (EIO), more than
+ *         2 GiB of handles in one exchange (EOVERFLOW): that errno on the
+ *         failing rank, the largest such errno on the others.
  *   Which paths failed and why: pdm_prestage_ex.
  * Never aborts the job and never leaves other ranks waiting on a local
  * error: local failures are reported collectively.
@@ -94,7 +96,7 @@ typedef struct pdm_prestage_stats {
   uint64_t failed_files;  /* distinct files whose recall or state read failed */
   uint64_t requests;      /* recall requests sent to the coordinator */
   uint64_t bytes;         /* bytes of the recalled files (sizes when archived) */
-  double seconds;         /* wall time of the call on rank 0 */
+  double seconds;         /* wall time of the call, the slowest rank's */
 } pdm_prestage_stats;
 
 typedef struct pdm_prestage_options {
@@ -113,7 +115,8 @@ void pdm_prestage_options_init(pdm_prestage_options *opts);
  * array of n written by the call whatever it returns) and totals (NULL, or
  * written whatever it returns; when the call could not run at all, only
  * paths and failed_paths are meaningful). Return value and errno as for
- * pdm_prestage. opts must be the same on every rank.
+ * pdm_prestage. Zero fields of opts take the defaults; batch_bytes counts
+ * on rank 0 (it cuts the requests), requests_per_rank on each rank.
  */
 int pdm_prestage_ex(MPI_Comm comm, const char *const *paths, size_t n, const pdm_prestage_options *opts,
                     pdm_prestage_result *results, pdm_prestage_stats *stats);
