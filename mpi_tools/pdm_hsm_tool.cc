@@ -59,6 +59,7 @@ constexpr ToolKind kKinds[] = {
     {"release", false, hsm::Op::kRelease, "released", "free the space of archived, unmodified files"},
     {"recall", false, hsm::Op::kRecall, "recalled", "bring released files back from the archive"},
     {"remove", false, hsm::Op::kRemove, "removed from the archive", "drop the archive copies of files"},
+    {"cancel", false, hsm::Op::kCancel, "cancelled", "stop the archive or release of files still in flight"},
     {"state", true, hsm::Op::kMigrate, "", "show the HSM state of files (like lfs hsm_state)"},
 };
 

@@ -211,7 +211,33 @@ void Coordinator::Respond(uint64_t token, const Status& st) {
     spdlog::warn("hsm: cannot answer token {:#x}: {}", token, std::strerror(errno));
 }
 
+void Coordinator::BeginMove(const std::string& h) {
+  std::lock_guard<std::mutex> lk(mu_);
+  ++moving_[h];
+}
+
+void Coordinator::EndMove(const std::string& h) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (--moving_[h] <= 0) {
+    moving_.erase(h);
+    cancelled_.erase(h);
+  }
+}
+
+bool Coordinator::Cancelled(const std::string& h) {
+  std::lock_guard<std::mutex> lk(mu_);
+  return cancelled_.count(h) > 0;
+}
+
 void Coordinator::OnRequest(uint64_t token, const Request& req) {
+  if (req.op == Op::kCancel) {
+    // No rights: the move to stop holds them. Only files in flight.
+    std::lock_guard<std::mutex> lk(mu_);
+    for (const auto& h : req.handles)
+      if (moving_.count(h)) cancelled_[h] = true;
+    cv_.notify_all();
+    return Respond(token, Status::Ok());
+  }
   std::vector<Status> out(req.handles.size(), Status::Ok());
   // Rights first: EXCL on every file of the request, under its token.
   ParallelFor(req.handles.size(), kFileParallelism, [&](size_t i) {
@@ -236,7 +262,12 @@ void Coordinator::OnRequest(uint64_t token, const Request& req) {
       const std::string& h = req.handles[i];
       fs.push_back(std::async(std::launch::async, [this, token, &h, op = req.op] {
         switch (op) {
-          case Op::kRelease: return Release(token, h);
+          case Op::kRelease: {
+            BeginMove(h);
+            Status st = Release(token, h);
+            EndMove(h);
+            return st;
+          }
           case Op::kRecall: return Recall(token, h);
           default: return Remove(token, h);
         }
@@ -330,6 +361,7 @@ Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>&
                               st->ver + 1);
     if (!id.ok()) { (*out)[i] = id.status(); return; }
     p.move = *id;
+    BeginMove(handles[i]);
     planned[i] = std::move(p);
   });
   std::vector<Plan> plans;
@@ -398,6 +430,7 @@ Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>&
     Plan& p = plans[k];
     const std::string& h = handles[p.i];
     Status st = plan_status[k];
+    if (st.ok() && Cancelled(h)) st = Aborted("cancelled", ECANCELED);
     std::sort(p.chunks.begin(), p.chunks.end(), [](const ChunkRef& a, const ChunkRef& b) { return a.index < b.index; });
     Result<ObjectManifest> m = st.ok() ? BuildManifest(p.key, p.stat.size, opts_.chunk_size, p.chunks,
                                                        "handle " + std::to_string(h.size()) + "B")
@@ -431,9 +464,12 @@ Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>&
       (void)archive_->Remove(p.key);
       (void)journal_->Abort(p.move, st.ToString());
       (*out)[p.i] = st;
+      EndMove(h);
       return;
     }
     (void)journal_->End(p.move);
+    // A migrate's release is part of the same move: cancellable until then.
+    if (!then_release) EndMove(h);
   });
   if (then_release) {
     std::vector<std::future<Status>> rel;
@@ -441,7 +477,11 @@ Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>&
     for (size_t i = 0; i < handles.size(); ++i)
       if ((*out)[i].ok()) {
         idx.push_back(i);
-        rel.push_back(std::async(std::launch::async, [this, token, &h = handles[i]] { return Release(token, h); }));
+        rel.push_back(std::async(std::launch::async, [this, token, &h = handles[i]] {
+          Status st = Cancelled(h) ? Aborted("cancelled", ECANCELED) : Release(token, h);
+          EndMove(h);
+          return st;
+        }));
       }
     for (size_t k = 0; k < idx.size(); ++k) (*out)[idx[k]] = rel[k].get();
   }
@@ -461,6 +501,7 @@ Status Coordinator::Release(uint64_t token, const std::string& h) {
   auto m = archive_->Stat(s.key);
   if (!m.ok()) return m.status();
   if (m->sum != s.sum || m->size != s.size) return DataLoss("archive copy does not match the file's state", EIO);
+  if (Cancelled(h)) return Aborted("cancelled", ECANCELED);
   auto move = journal_->Begin(MoveOp::kRelease, {reinterpret_cast<const uint8_t*>(h.data()), h.size()}, s.key, s.ver);
   if (!move.ok()) return move.status();
   // Region first: from here a read recalls, so it can never see the hole.

@@ -86,6 +86,11 @@ class Coordinator {
   Status Recall(uint64_t token, const std::string& h);
   Status Remove(uint64_t token, const std::string& h);
   Status Recover();
+  // Cancellation: Begin/EndMove bracket a file's archive or release;
+  // Cancelled() is checked before each step that cannot be taken back.
+  void BeginMove(const std::string& h);
+  void EndMove(const std::string& h);
+  bool Cancelled(const std::string& h);
 
   // Posts one task and waits for its result, re-posting it while the chosen
   // worker's node is dead.
@@ -108,6 +113,9 @@ class Coordinator {
   };
   std::map<int, WorkerSessions> workers_;  // by rank
   size_t rr_ = 0;                          // round robin
+  // Files with an archive or release in flight, and those asked to stop.
+  std::map<std::string, int> moving_;
+  std::map<std::string, bool> cancelled_;
 };
 
 }  // namespace pdm::hsm

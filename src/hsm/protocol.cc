@@ -45,7 +45,7 @@ Result<json> Parse(std::string_view text) {
   return j;
 }
 
-constexpr const char* kOpNames[] = {"archive", "release", "migrate", "recall", "remove"};
+constexpr const char* kOpNames[] = {"archive", "release", "migrate", "recall", "remove", "cancel"};
 constexpr const char* kTaskNames[] = {"put", "get", "punch"};
 
 }  // namespace
@@ -53,7 +53,7 @@ constexpr const char* kTaskNames[] = {"put", "get", "punch"};
 std::string_view OpName(Op op) { return kOpNames[static_cast<int>(op)]; }
 
 Result<Op> ParseOp(std::string_view name) {
-  for (int i = 0; i < 5; ++i)
+  for (int i = 0; i < 6; ++i)
     if (name == kOpNames[i]) return static_cast<Op>(i);
   return InvalidArgument("unknown HSM operation: " + std::string(name));
 }

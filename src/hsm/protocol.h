@@ -36,7 +36,11 @@ inline constexpr std::string_view kCoordinatorInfo = "pdm-hsm coordinator";
 inline constexpr std::string_view kWorkerInfo = "pdm-hsm worker";
 inline constexpr size_t kMaxFilesPerRequest = 256;
 
-enum class Op { kArchive, kRelease, kMigrate, kRecall, kRemove };
+// kCancel: stop the archive or release of these files where it is still
+// in flight (lfs hsm_cancel); what has not been released stays resident, and
+// the interrupted request fails those files with ECANCELED. A file with
+// nothing in flight: nothing to do.
+enum class Op { kArchive, kRelease, kMigrate, kRecall, kRemove, kCancel };
 std::string_view OpName(Op op);
 Result<Op> ParseOp(std::string_view name);
 

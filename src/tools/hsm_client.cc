@@ -40,6 +40,8 @@ bool OpReached(hsm::Op op, const hsm::FileState& s) {
       return !s.Has(hsm::kReleased);
     case hsm::Op::kRemove:
       return !s.Has(hsm::kArchived);
+    case hsm::Op::kCancel:
+      return true;  // whatever state the cancelled move left is a valid one
   }
   return false;
 }
@@ -55,6 +57,8 @@ std::string_view OpGoal(hsm::Op op) {
       return "not released";
     case hsm::Op::kRemove:
       return "not archived";
+    case hsm::Op::kCancel:
+      return "no move in flight";
   }
   return "?";
 }

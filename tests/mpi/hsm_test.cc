@@ -349,3 +349,32 @@ TEST(HsmWorkers, RefuseTasksWithoutTheCoordinatorsSessionAndToken) {
 
 }  // namespace
 }  // namespace pdm::test
+
+namespace pdm::test {
+namespace {
+
+// lfs hsm_cancel's counterpart: a cancel stops the archive of files still in
+// flight; they stay resident, unarchived, and the migrate reports ECANCELED.
+TEST(HsmCancel, CancelStopsAMigrateInFlightAndTheFilesStayResident) {
+  LocalCluster lc(4, "--archive posix:%D/archive --hsm-chunk-mib 2");
+  ASSERT_TRUE(lc.up());
+  const std::string sums = lc.dir() + "/sums";
+  auto rel = BigFiles(lc, 6, sums);
+  auto migrate = std::async(std::launch::async, [&] { return Request(lc, 1, hsm::Op::kMigrate, Paths(lc, 1, rel)); });
+  ::usleep(300000);
+  EXPECT_EQ(Request(lc, 2, hsm::Op::kCancel, Paths(lc, 2, rel)), 0);
+  EXPECT_EQ(migrate.get(), ECANCELED);
+  for (auto& p : Paths(lc, 3, rel)) {
+    hsm::FileState s = StateOf(p);
+    EXPECT_FALSE(s.Has(hsm::kReleased)) << p << ": " << hsm::FlagsString(s.flags);
+  }
+  auto [rc, out] = Sh("cd " + lc.View(3) + "/data && sha256sum -c --quiet " + sums);
+  EXPECT_EQ(rc, 0) << out;
+  // Nothing left in flight: a cancel now is a no-op and the next migrate works.
+  EXPECT_EQ(Request(lc, 2, hsm::Op::kCancel, Paths(lc, 2, rel)), 0);
+  EXPECT_EQ(Request(lc, 1, hsm::Op::kMigrate, Paths(lc, 1, rel)), 0);
+  for (auto& p : Paths(lc, 3, rel)) EXPECT_TRUE(StateOf(p).Has(hsm::kReleased)) << p;
+}
+
+}  // namespace
+}  // namespace pdm::test
