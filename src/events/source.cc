@@ -34,10 +34,7 @@ std::vector<uint8_t> DataEventPayload(const dm::Handle& h, uint64_t off, uint64_
 }
 
 Result<UniqueFd> ConnectSeqpacket(const std::string& path) {
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  if (path.size() >= sizeof sa.sun_path) return InvalidArgument("socket path too long: " + path, ENAMETOOLONG);
-  std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+  PDM_ASSIGN_OR_RETURN(sockaddr_un sa, SupervisorAddress(path));
   UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return PosixError("socket", path, errno);
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) return PosixError("connect", path, errno);

@@ -18,10 +18,7 @@ namespace pdm::events {
 namespace {
 
 Result<UniqueFd> ListenSeqpacket(const std::string& path) {
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  if (path.size() >= sizeof sa.sun_path) return InvalidArgument("socket path too long: " + path, ENAMETOOLONG);
-  std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+  PDM_ASSIGN_OR_RETURN(sockaddr_un sa, SupervisorAddress(path));
   UniqueFd probe(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
   if (!probe.valid()) return PosixError("socket", path, errno);
   // A socket file nobody listens on is left over from a dead supervisor.

@@ -15,9 +15,13 @@
 // Thread-safety: plain data.
 #pragma once
 
+#include <sys/socket.h>
+#include <sys/un.h>
+
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <string>
 
 #include "events/fd_passing.h"
 
@@ -40,6 +44,15 @@ struct SupMsg {
   uint64_t arg = 0;
 };
 static_assert(sizeof(SupMsg) == 56);
+
+// The supervisor socket's address; ENAMETOOLONG when the path does not fit.
+inline Result<sockaddr_un> SupervisorAddress(const std::string& path) {
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  if (path.size() >= sizeof sa.sun_path) return InvalidArgument("socket path too long: " + path, ENAMETOOLONG);
+  std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+  return sa;
+}
 
 inline Status SendSup(int sock, const SupMsg& m, int fd = -1, int flags = 0) {
   return SendWithFd(sock, {reinterpret_cast<const uint8_t*>(&m), sizeof m}, fd, flags);

@@ -18,6 +18,18 @@
 
 namespace pdm::test {
 
+// Runs a shell command; returns (exit status, stdout, and stderr too when
+// asked: a test that checks an error message reads it there).
+inline std::pair<int, std::string> RunShell(const std::string& cmd, bool with_stderr) {
+  FILE* p = popen((cmd + (with_stderr ? " 2>&1" : " 2>/dev/null")).c_str(), "r");
+  std::string out;
+  char buf[65536];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  int st = pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
 // Inside a child: report the failing line and errno, exit non-zero.
 #define CHILD_CHECK(cond)                                                                        \
   do {                                                                                           \

@@ -22,16 +22,7 @@ std::string Pattern(size_t n) {
   return s;
 }
 
-// Runs a shell command; returns (exit status, stdout).
-std::pair<int, std::string> Sh(const std::string& cmd) {
-  FILE* p = popen((cmd + " 2>/dev/null").c_str(), "r");
-  std::string out;
-  char buf[65536];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
+std::pair<int, std::string> Sh(const std::string& cmd) { return RunShell(cmd, false); }
 
 // The DM application: commands on its pipe, one reply line each.
 //   manage PATH FLAGS        region over the whole file (flags: DM_REGION_*),

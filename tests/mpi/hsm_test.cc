@@ -19,15 +19,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::pair<int, std::string> Sh(const std::string& cmd) {
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  std::string out;
-  char buf[65536];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
+std::pair<int, std::string> Sh(const std::string& cmd) { return RunShell(cmd, true); }
 
 uint64_t DuBytes(const std::string& dir) {
   auto [rc, out] = Sh("du -sB1 " + dir + " | cut -f1");
