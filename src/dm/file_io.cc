@@ -147,9 +147,16 @@ Status PunchHole(int fd, uint64_t off, uint64_t len) {
     if (g.range.length != len) return InvalidArgument("punch: length not block aligned (see ProbeHole)");
     punch_len = len;
   }
+  // Invisible, like dm_write_invis: the file keeps its times. An HSM
+  // compares mtime with its archive copy's, and users' tools (backups,
+  // purges by age) must not see a release as a change.
+  struct stat before;
+  if (::fstat(fd, &before) != 0) return PosixError("fstat", FdName(fd), errno);
   if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off),
                   static_cast<off_t>(punch_len)) != 0)
     return PosixError("fallocate(PUNCH_HOLE)", FdName(fd), errno);
+  timespec times[2] = {before.st_atim, before.st_mtim};
+  if (::futimens(fd, times) != 0) return PosixError("futimens", FdName(fd), errno);
   return Status::Ok();
 }
 

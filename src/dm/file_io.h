@@ -71,6 +71,7 @@ Result<HoleRange> ProbeHole(int fd, uint64_t off, uint64_t len);
 // never frees less than it thinks; a range ending exactly at EOF is also
 // accepted (XFS insists on len 0 there). off + len > size → E2BIG. Punching
 // to EOF also frees the partial last block and any preallocation past EOF.
+// Invisible: atime and mtime are kept (ctime moves, as for every change).
 Status PunchHole(int fd, uint64_t off, uint64_t len);
 
 // The allocation block size used for the rounding above (statvfs f_frsize).

@@ -542,6 +542,10 @@ Status Coordinator::Recall(uint64_t token, const std::string& h) {
   auto m = archive_->Stat(s.key);
   if (!m.ok()) return lost(m.status());
   if (m->sum != s.sum) return lost(DataLoss("object checksum differs from the recorded one", EIO));
+  // dm_write_invis keeps mtime, but each call restores the mtime it saw,
+  // and chunk writers on several nodes can see each other's: afterwards the
+  // file gets its own mtime back, or it would look changed since its copy.
+  auto before = StatOf(sid_, h, token);
   auto move = journal_->Begin(MoveOp::kRecall, {reinterpret_cast<const uint8_t*>(h.data()), h.size()}, s.key, s.ver);
   std::vector<std::future<Result<TaskResult>>> running;
   for (const ChunkRef& c : m->chunks) {
@@ -566,6 +570,12 @@ Status Coordinator::Recall(uint64_t token, const std::string& h) {
     if (move.ok()) (void)journal_->Abort(*move, first.ToString());
     if (first.err() == EIO) return lost(first);
     return first;  // e.g. no live worker: the file stays a stub, not lost
+  }
+  if (auto after = StatOf(sid_, h, token); before.ok() && after.ok() && after->mtime_ns != before->mtime_ns) {
+    dm_fileattr_t fa{};
+    fa.fa_mtime = static_cast<time_t>(before->mtime_ns / 1000000000);
+    if (dm_set_fileattr(sid_, H(h), h.size(), token, DM_AT_MTIME, &fa) != 0)
+      spdlog::warn("hsm: cannot restore the mtime of {}: {}", s.key, std::strerror(errno));
   }
   if (dm_sync_by_handle(sid_, H(h), h.size(), token) != 0) return DmError("dm_sync_by_handle");
   PDM_RETURN_IF_ERROR(SetWholeRegion(sid_, h, token, 0));

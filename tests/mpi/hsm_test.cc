@@ -119,6 +119,18 @@ TEST_P(Hsm, MigrateFreesTheSpaceAndEveryFileReadsBackThroughAnotherNode) {
   EXPECT_GE(st.st_blocks * 512, 16 << 20) << "the recalled file has its blocks back";
   EXPECT_FALSE(StateOf(lc_.View(0) + "/data/big1").Has(hsm::kReleased));
   EXPECT_TRUE(StateOf(lc_.View(0) + "/data/big1").Has(hsm::kArchived));
+  // A recalled, unmodified file releases again without a new copy (its
+  // chunks came back from several nodes at once).
+  const std::string key = StateOf(lc_.View(0) + "/data/big1").key;
+  {
+    // A release and a recall are not changes: the file keeps its mtime.
+    struct stat b1;
+    ASSERT_EQ(stat((lc_.View(0) + "/data/big1").c_str(), &b1), 0);
+    EXPECT_EQ(b1.st_mtim.tv_sec * 1000000000LL, StateOf(lc_.View(0) + "/data/big1").mtime_ns);
+  }
+  EXPECT_EQ(Request(lc_, 1, hsm::Op::kRelease, On(1, {"big1", "big2"})), 0);
+  EXPECT_TRUE(StateOf(lc_.View(0) + "/data/big1").Has(hsm::kReleased));
+  EXPECT_EQ(StateOf(lc_.View(0) + "/data/big1").key, key);
 }
 
 TEST_P(Hsm, CorruptCopyFailsWithEioAndTheFileIsLostDirtyFilesAreNotReleased) {

@@ -103,8 +103,13 @@ TEST_F(DmFileIoTest, PunchToEndOfFileKeepsSize) {
   std::vector<uint8_t> data;
   UniqueFd fd = MakeData("e", 100 * 1000, &data);  // not block aligned
   const uint64_t bs = Block(fd.get());
+  timespec old[2] = {{1000000000, 5}, {1200000000, 7}};
+  ASSERT_EQ(::futimens(fd.get(), old), 0);
   ASSERT_TRUE(PunchHole(fd.get(), 4 * bs, 0).ok());
   EXPECT_EQ(static_cast<size_t>(Stat(fd.get()).st_size), data.size());
+  EXPECT_EQ(Stat(fd.get()).st_mtim.tv_sec, 1200000000) << "a release is not a change of the data";
+  EXPECT_EQ(Stat(fd.get()).st_mtim.tv_nsec, 7);
+  EXPECT_EQ(Stat(fd.get()).st_atim.tv_sec, 1000000000);
   auto map = AllocInfo(fd.get(), 0, 8);
   ASSERT_TRUE(map.ok());
   std::vector<Extent> want{{ExtentType::kResident, 0, 4 * bs}, {ExtentType::kHole, 4 * bs, data.size() - 4 * bs}};
