@@ -211,6 +211,17 @@ std::vector<std::string> BigFiles(const LocalCluster& lc, int n, const std::stri
   return rel;
 }
 
+// True once a chunk is being written into the archive (a copy-out in flight).
+bool WaitUntilMoving(const LocalCluster& lc) {
+  for (int i = 0; i < 2000; ++i) {
+    std::error_code ec;
+    for (auto& e : fs::recursive_directory_iterator(lc.dir() + "/archive", ec))
+      if (e.path().string().ends_with(".part")) return true;
+    ::usleep(5000);
+  }
+  return false;
+}
+
 std::vector<std::string> Paths(const LocalCluster& lc, int node, const std::vector<std::string>& rel) {
   std::vector<std::string> out;
   for (auto& r : rel) out.push_back(lc.View(node) + "/data/" + r);
@@ -223,7 +234,7 @@ TEST_F(HsmFailures, Kill9OfAWorkerRankDuringMigrateAndRecallLosesNoByte) {
   const std::string sums = lc.dir() + "/sums";
   auto rel = BigFiles(lc, 4, sums);
   auto migrate = std::async(std::launch::async, [&] { return Request(lc, 1, hsm::Op::kMigrate, Paths(lc, 1, rel)); });
-  ::usleep(300000);  // chunks are moving on every rank
+  ASSERT_TRUE(WaitUntilMoving(lc));  // chunks are moving on every rank
   lc.Kill9(2);
   ASSERT_EQ(migrate.get(), 0) << "the dead worker's chunks go to other workers";
   for (auto& p : Paths(lc, 3, rel)) EXPECT_TRUE(StateOf(p).Has(hsm::kReleased)) << p;
@@ -243,7 +254,7 @@ TEST_F(HsmFailures, Kill9OfTheCoordinatorDuringMigrateLeavesEveryFileResidentOrR
   const std::string sums = lc.dir() + "/sums";
   auto rel = BigFiles(lc, 4, sums);
   auto migrate = std::async(std::launch::async, [&] { return Request(lc, 2, hsm::Op::kMigrate, Paths(lc, 2, rel)); });
-  ::usleep(400000);
+  ASSERT_TRUE(WaitUntilMoving(lc));
   lc.Kill9(0);  // the coordinator (and the session manager)
   // Rank 1 assumes the session; the pending request comes back to it.
   const int rc = migrate.get();
@@ -360,12 +371,14 @@ namespace {
 // lfs hsm_cancel's counterpart: a cancel stops the archive of files still in
 // flight; they stay resident, unarchived, and the migrate reports ECANCELED.
 TEST(HsmCancel, CancelStopsAMigrateInFlightAndTheFilesStayResident) {
-  LocalCluster lc(4, "--archive posix:%D/archive --hsm-chunk-mib 2");
+  // One archive thread per rank and many chunks: the copy-out takes a
+  // while, and the cancel goes out once chunks are seen moving.
+  LocalCluster lc(4, "--archive posix:%D/archive --hsm-chunk-mib 1 --hsm-archive-threads 1");
   ASSERT_TRUE(lc.up());
   const std::string sums = lc.dir() + "/sums";
-  auto rel = BigFiles(lc, 6, sums);
+  auto rel = BigFiles(lc, 8, sums);
   auto migrate = std::async(std::launch::async, [&] { return Request(lc, 1, hsm::Op::kMigrate, Paths(lc, 1, rel)); });
-  ::usleep(300000);
+  ASSERT_TRUE(WaitUntilMoving(lc)) << "no chunk was seen moving";
   EXPECT_EQ(Request(lc, 2, hsm::Op::kCancel, Paths(lc, 2, rel)), 0);
   EXPECT_EQ(migrate.get(), ECANCELED);
   for (auto& p : Paths(lc, 3, rel)) {
