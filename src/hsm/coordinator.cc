@@ -37,6 +37,13 @@ Result<FileStat> StatOf(dm_sessid_t sid, const std::string& h, dm_token_t token)
   return FileStat{static_cast<uint64_t>(st.dt_size), static_cast<int64_t>(st.dt_mtime) * 1000000000};
 }
 
+// The file may be missing data: it carries the HSM's READ region.
+bool IsStub(dm_sessid_t sid, const std::string& h, dm_token_t token) {
+  dm_region_t regs[4];
+  unsigned n = 0;
+  return dm_get_region(sid, H(h), h.size(), token, 4, regs, &n) == 0 && n > 0 && (regs[0].rg_flags & DM_REGION_READ);
+}
+
 bool Unchanged(const FileState& s, const FileStat& st) { return s.size == st.size && s.mtime_ns == st.mtime_ns; }
 
 std::string KeyFor(const std::string& h, uint64_t ver) {
@@ -123,10 +130,7 @@ Status Coordinator::Recover() {
       spdlog::info("hsm: recovery rolled back {} of {}", MoveOpName(m.op), m.key);
       continue;
     }
-    dm_region_t regs[4];
-    unsigned n = 0;
-    if (dm_get_region(sid_, H(h), h.size(), DM_NO_TOKEN, 4, regs, &n) == 0 && n > 0 &&
-        (regs[0].rg_flags & DM_REGION_READ) && !st->Has(kReleased)) {
+    if (!st->Has(kReleased) && IsStub(sid_, h, DM_NO_TOKEN)) {
       FileState s = *st;
       s.Set(kReleased);
       (void)PutState(sid_, h, DM_NO_TOKEN, s);
@@ -256,26 +260,22 @@ void Coordinator::OnRequest(uint64_t token, const Request& req) {
     (void)ArchiveBatch(token, todo, req.op == Op::kMigrate, &got);
     for (size_t k = 0; k < where.size(); ++k) out[where[k]] = got[k];
   } else {
-    std::vector<std::future<Status>> fs;
-    for (size_t i = 0; i < req.handles.size(); ++i) {
-      if (!out[i].ok()) continue;
+    ParallelFor(req.handles.size(), kFileParallelism, [&](size_t i) {
+      if (!out[i].ok()) return;
       const std::string& h = req.handles[i];
-      fs.push_back(std::async(std::launch::async, [this, token, &h, op = req.op] {
-        switch (op) {
-          case Op::kRelease: {
-            BeginMove(h);
-            Status st = Release(token, h);
-            EndMove(h);
-            return st;
-          }
-          case Op::kRecall: return Recall(token, h);
-          default: return Remove(token, h);
-        }
-      }));
-    }
-    size_t k = 0;
-    for (size_t i = 0; i < req.handles.size(); ++i)
-      if (out[i].ok()) out[i] = fs[k++].get();
+      switch (req.op) {
+        case Op::kRelease:
+          BeginMove(h);
+          out[i] = Release(token, h);
+          EndMove(h);
+          break;
+        case Op::kRecall:
+          out[i] = Recall(token, h);
+          break;
+        default:
+          out[i] = Remove(token, h);
+      }
+    });
   }
   Status first = FirstError(out);
   if (!first.ok()) spdlog::warn("hsm: {} of {} files: {}", OpName(req.op), req.handles.size(), first.ToString());
@@ -285,28 +285,20 @@ void Coordinator::OnRequest(uint64_t token, const Request& req) {
 void Coordinator::OnDataEvent(uint64_t token, unsigned type, const std::string& h) {
   if (dm_request_right(sid_, H(h), h.size(), token, DM_RR_WAIT, DM_RIGHT_EXCL) != 0)
     return Respond(token, DmError("dm_request_right"));
+  // A stub's region carries READ, and the kernel reports every access to it
+  // (write and truncate too) as one, so a READ means: bring the data back.
+  // Recall does nothing for a file that is resident again (the second of
+  // two readers, who waited for the right).
+  if (type == DM_EVENT_READ) return Respond(token, Recall(token, h));
+  // WRITE / TRUNCATE come only from regions without READ (not the HSM's):
+  // the archive copy no longer matches what the file will hold: dirty,
+  // never released until archived again; no more events needed.
   auto st = GetState(sid_, h, token);
   if (!st.ok()) return Respond(token, st.status());
-  dm_region_t regs[4];
-  unsigned n = 0;
-  const bool stub = dm_get_region(sid_, H(h), h.size(), token, 4, regs, &n) == 0 && n > 0 &&
-                    (regs[0].rg_flags & DM_REGION_READ);
-  if (stub) {
-    // Data may be missing: bring it back first, for a write too.
-    if (Status s = Recall(token, h); !s.ok()) return Respond(token, s);
-    if (type == DM_EVENT_READ) return Respond(token, Status::Ok());
-    st = GetState(sid_, h, token);
-    if (!st.ok()) return Respond(token, st.status());
-  }
-  if (type != DM_EVENT_READ) {
-    // The archive copy no longer matches what the file will hold: dirty,
-    // never released until archived again; no more events needed.
-    FileState s = *st;
-    if (s.Has(kArchived)) s.Set(kDirty);
-    if (Status e = PutState(sid_, h, token, s); !e.ok()) return Respond(token, e);
-    if (Status e = SetWholeRegion(sid_, h, token, 0); !e.ok()) return Respond(token, e);
-  }
-  Respond(token, Status::Ok());
+  FileState s = *st;
+  if (s.Has(kArchived)) s.Set(kDirty);
+  if (Status e = PutState(sid_, h, token, s); !e.ok()) return Respond(token, e);
+  Respond(token, SetWholeRegion(sid_, h, token, 0));
 }
 
 void Coordinator::OnClose(const std::string& h) {
@@ -472,18 +464,12 @@ Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>&
     if (!then_release) EndMove(h);
   });
   if (then_release) {
-    std::vector<std::future<Status>> rel;
-    std::vector<size_t> idx;
-    for (size_t i = 0; i < handles.size(); ++i)
-      if ((*out)[i].ok()) {
-        idx.push_back(i);
-        rel.push_back(std::async(std::launch::async, [this, token, &h = handles[i]] {
-          Status st = Cancelled(h) ? Aborted("cancelled", ECANCELED) : Release(token, h);
-          EndMove(h);
-          return st;
-        }));
-      }
-    for (size_t k = 0; k < idx.size(); ++k) (*out)[idx[k]] = rel[k].get();
+    // Release checks for a cancel itself.
+    ParallelFor(handles.size(), kFileParallelism, [&](size_t i) {
+      if (!(*out)[i].ok()) return;
+      (*out)[i] = Release(token, handles[i]);
+      EndMove(handles[i]);
+    });
   }
   return FirstError(*out);
 }
@@ -527,11 +513,7 @@ Status Coordinator::Release(uint64_t token, const std::string& h) {
 
 Status Coordinator::Recall(uint64_t token, const std::string& h) {
   PDM_ASSIGN_OR_RETURN(FileState s, GetState(sid_, h, token));
-  dm_region_t regs[4];
-  unsigned n = 0;
-  const bool stub = dm_get_region(sid_, H(h), h.size(), token, 4, regs, &n) == 0 && n > 0 &&
-                    (regs[0].rg_flags & DM_REGION_READ);
-  if (!stub && !s.Has(kReleased)) return Status::Ok();  // resident
+  if (!s.Has(kReleased) && !IsStub(sid_, h, token)) return Status::Ok();  // resident
   auto lost = [&](const Status& why) {
     spdlog::error("hsm: recall of {} failed, the file stays a stub and is marked lost: {}", s.key, why.ToString());
     s.Set(kLost);
