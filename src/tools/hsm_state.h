@@ -39,6 +39,7 @@ inline constexpr const char kHsmXattr[] = "trusted.pdm.dm.pdmhsm";
 struct HsmState {
   uint32_t flags = 0;
   uint64_t archive_id = 0;
+  std::string key;  // the object key of the copy in that archive; "" = none
 };
 
 // Decodes the attribute value. Malformed JSON or members of the wrong type
@@ -49,6 +50,17 @@ Result<HsmState> ParseHsmState(std::string_view json);
 // (lgetxattr). No attribute, or a file system without xattrs: the empty state
 // (the file is not managed). Other failures are returned.
 Result<HsmState> ReadHsmState(const std::string& path);
+
+// Archive locality: true when the copy (archive_a, key_a) sits before
+// (archive_b, key_b) in the order a bulk recall should read them — by
+// archive id (none, 0, last), then by key. Keys are the HSM's "<fsid hex>/<ino>.<igen>/v<ver>"
+// (hsm::MakeObjectKey, the same for the posix and the hdf5 back ends),
+// compared as numbers so inode 10 follows inode 9 (as strings "10.1" <
+// "9.1") and one file's versions stay together; inode order is creation
+// order, the order a tree was written and archived in. A key of any other
+// form sorts after those, as a string, and no key at all (no copy) last.
+// pdm_prestage orders its recalls the same way.
+bool ArchiveOrderLess(uint64_t archive_a, const std::string& key_a, uint64_t archive_b, const std::string& key_b);
 
 // Policy "hsm_state" names: none (no archive copy), archived (a verified,
 // clean copy and resident data: releasable unless norelease), released,

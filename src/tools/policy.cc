@@ -10,6 +10,7 @@
 #include <toml++/toml.h>
 
 #include "common/posix.h"
+#include "tools/mpi_util.h"
 #include "tools/units.h"
 
 namespace pdm::tools {
@@ -271,6 +272,43 @@ int Policy::RuleFor(const Entry& e, int64_t now_ns) const {
   return -1;
 }
 
+int Policy::RuleTaking(const Entry& e, int64_t now_ns, uint32_t actions) const {
+  const int r = RuleFor(e, now_ns);
+  if (r < 0) return -1;
+  const Action a = rules[static_cast<size_t>(r)].action;
+  if ((ActionBit(a) & actions) == 0 || !ActionApplies(a, e)) return -1;
+  return r;
+}
+
+int Policy::FirstRuleNotIn(uint32_t actions) const {
+  for (size_t r = 0; r < rules.size(); ++r)
+    if ((ActionBit(rules[r].action) & actions) == 0) return static_cast<int>(r);
+  return -1;
+}
+
+bool ActionApplies(Action a, const Entry& e) {
+  if (a == Action::kPurge) return true;
+  if (!e.is_file()) return false;  // the HSM manages regular files only
+  const uint32_t f = e.hsm_flags;
+  switch (a) {
+    case Action::kPurge: return true;
+    case Action::kRelease: return ClassOf(f) == HsmClass::kArchived && !(f & kHsmNoRelease);
+    case Action::kMigrate: return !(f & (kHsmReleased | kHsmNoArchive | kHsmNoRelease));
+    case Action::kArchive: {
+      const HsmClass c = ClassOf(f);
+      return c != HsmClass::kArchived && c != HsmClass::kReleased && !(f & (kHsmReleased | kHsmNoArchive));
+    }
+    case Action::kRecall: return (f & kHsmReleased) != 0;
+  }
+  return false;
+}
+
+uint64_t VolumeOf(Action a, const Entry& e) {
+  return a == Action::kArchive || a == Action::kRecall ? e.size : e.allocated();
+}
+
+bool FreesSpace(Action a) { return a == Action::kPurge || a == Action::kRelease || a == Action::kMigrate; }
+
 // ---- watermarks -----------------------------------------------------------
 
 Result<FsUsage> StatFs(const std::string& path) {
@@ -380,6 +418,59 @@ size_t PrefixSelect(MPI_Comm comm, std::vector<Candidate>* local, std::optional<
   MPI_Comm_rank(comm, &rank);
   if (rank == 0) ahead[0] = ahead[1] = 0;  // MPI_Exscan leaves rank 0 undefined
   return first_tie + TakeWithin(v, first_tie, end_tie, below[0] + ahead[0], below[1] + ahead[1], mc, mv);
+}
+
+// ---- applying a policy ----------------------------------------------------------
+
+Status CutToPolicy(MPI_Comm comm, const Policy& p, const std::string& fs_path,
+                   const std::vector<PolicyCandidate>& local, PolicyCut* cut) {
+  *cut = PolicyCut{};
+  std::optional<uint64_t> budget;
+  if (p.trigger) {
+    const std::string path = !p.trigger->path.empty() ? p.trigger->path : fs_path;
+    int rank = 0;
+    MPI_Comm_rank(comm, &rank);
+    // One sample, taken by rank 0, so every rank cuts to the same budget.
+    uint64_t u[3] = {0, 0, 0};
+    Status st;
+    if (rank == 0) {
+      auto fs = StatFs(path);
+      if (fs.ok()) {
+        u[0] = fs->size;
+        u[1] = fs->used;
+        u[2] = fs->avail;
+      } else {
+        st = fs.status();
+      }
+    }
+    PDM_RETURN_IF_ERROR(AgreeStatus(comm, st));
+    MPI_Bcast(u, 3, MPI_UINT64_T, 0, comm);
+    const TriggerDecision d = Evaluate(*p.trigger, FsUsage{u[0], u[1], u[2]});
+    cut->triggered = d.run;
+    cut->to_free = d.bytes_to_free;
+    if (!d.run) return Status::Ok();
+    budget = d.bytes_to_free;
+  }
+  for (size_t r = 0; r < p.rules.size(); ++r) {
+    const Rule& rule = p.rules[r];
+    std::vector<Candidate> c;
+    for (size_t i = 0; i < local.size(); ++i)
+      if (local[i].rule == static_cast<int>(r)) c.push_back(Candidate{local[i].key, local[i].weight, i});
+    const bool frees = FreesSpace(rule.action);
+    std::optional<uint64_t> max_volume = rule.max_volume;
+    if (budget && frees) max_volume = std::min(max_volume.value_or(UINT64_MAX), *budget);
+    const size_t take = PrefixSelect(comm, &c, rule.max_count, max_volume);
+    uint64_t vol = 0;
+    for (size_t i = 0; i < take; ++i) {
+      vol += c[i].weight;
+      cut->keep.push_back(c[i].index);
+    }
+    if (budget && frees) {
+      const uint64_t got = SumAll(comm, vol);
+      *budget = got >= *budget ? 0 : *budget - got;
+    }
+  }
+  return Status::Ok();
 }
 
 }  // namespace pdm::tools

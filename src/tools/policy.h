@@ -33,8 +33,14 @@
 // matches, so a rule cannot steal another's files. Unknown keys are errors:
 // a typo must not silently widen or narrow a purge.
 //
-// Thread-safety: Policy is an immutable value once parsed. PrefixSelect is
-// COLLECTIVE.
+// Applying a policy is the same for every tool (RuleTaking, then
+// CutToPolicy): pdm-purge does the purge and release rules, the HSM tools
+// the release, migrate, archive and recall rules. A rule only takes files
+// its action has work to do on (ActionApplies), so a limit is never spent
+// on files already done.
+//
+// Thread-safety: Policy is an immutable value once parsed. PrefixSelect and
+// CutToPolicy are COLLECTIVE.
 #pragma once
 
 #include <mpi.h>
@@ -86,7 +92,41 @@ struct Policy {
 
   // Index of the rule that takes e, or -1.
   int RuleFor(const Entry& e, int64_t now_ns) const;
+
+  // The rule that takes e for a tool doing the actions in `actions`
+  // (ActionBit()s): RuleFor(e) when that rule's action is among them and
+  // ActionApplies; -1 otherwise. A file whose first matching rule is another
+  // tool's is left alone, never handed to a later rule.
+  int RuleTaking(const Entry& e, int64_t now_ns, uint32_t actions) const;
+
+  // The first rule whose action is not in `actions`, or -1 (tools refuse a
+  // policy holding actions they must not do).
+  int FirstRuleNotIn(uint32_t actions) const;
 };
+
+constexpr uint32_t ActionBit(Action a) { return 1u << static_cast<unsigned>(a); }
+
+// Whether `a` has work to do on e, from its type and HSM flags (the same
+// test in a dry run and a real run):
+//   purge    always
+//   release  a regular file with a clean, verified copy and resident data
+//            (hsm_state "archived"), not norelease
+//   migrate  a resident regular file, not noarchive nor norelease (a migrate
+//            ends in a release)
+//   archive  a regular file with no clean copy yet (none, dirty, lost), not
+//            released, not noarchive
+//   recall   a released regular file
+bool ActionApplies(Action a, const Entry& e);
+
+// What a rule's max_volume counts for e: the space the action frees
+// (allocated bytes, st_blocks * 512) for purge, release and migrate; the
+// bytes it moves (st_size) for archive and recall — a released file
+// occupies almost nothing, so its allocation says nothing about a recall.
+uint64_t VolumeOf(Action a, const Entry& e);
+
+// True for the actions that free space (purge, release, migrate): only their
+// volumes count against a trigger's budget.
+bool FreesSpace(Action a);
 
 // ---- watermarks --------------------------------------------------------------
 
@@ -131,6 +171,33 @@ int64_t OrderKeyOf(OrderKey order, const Entry& e);
 // met, not missed by one file). No limits: everything.
 size_t PrefixSelect(MPI_Comm comm, std::vector<Candidate>* local, std::optional<uint64_t> max_count,
                     std::optional<uint64_t> max_volume);
+
+// ---- applying a policy ----------------------------------------------------------
+
+// One file a rule took on this rank (RuleTaking), for CutToPolicy.
+struct PolicyCandidate {
+  int rule = 0;        // index into Policy::rules
+  int64_t key = 0;     // OrderKeyOf(rule's order, e)
+  uint64_t weight = 0;  // VolumeOf(rule's action, e)
+};
+
+struct PolicyCut {
+  bool triggered = true;    // false: a trigger found usage below high (nothing kept)
+  uint64_t to_free = 0;     // with a trigger: bytes to free to reach low
+  std::vector<size_t> keep;  // indexes into the candidates, rule by rule, each rule's in its order
+};
+
+// COLLECTIVE. Cuts the candidates to what the policy allows: with a
+// trigger, statvfs of its path (`fs_path` when it names none) on rank 0;
+// below the high watermark nothing is kept; above it the budget is the bytes
+// that bring usage down to the low watermark. Then, rule by rule in file
+// order, each rule's candidates are ordered and cut by PrefixSelect to its
+// max_count and max_volume — and, for a rule that frees space, to what is
+// left of the budget, which its taken volume then reduces. Rules that do not
+// free space (archive, recall) run only when triggered and are cut by their
+// own limits alone. Errors: the trigger's statvfs, on every rank.
+Status CutToPolicy(MPI_Comm comm, const Policy& p, const std::string& fs_path,
+                   const std::vector<PolicyCandidate>& local, PolicyCut* cut);
 
 // Pure, for PrefixSelect and its tests: with `before_count` / `before_volume`
 // candidates ahead of `sorted` (all with the same key), how many of `sorted`

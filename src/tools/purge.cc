@@ -49,10 +49,11 @@ namespace {
 
 struct Selected {
   std::string path;
-  uint64_t size = 0, blocks = 0;
+  uint64_t size = 0;
   uint32_t uid = 0;
   int rule = -1;  // policy rule, -1 without a policy
   int64_t key = 0;
+  uint64_t weight = 0;  // what a volume limit counts (VolumeOf)
 };
 
 // Opens directories without following any symlink on the way, and keeps the
@@ -120,10 +121,12 @@ bool UnderExcludedDir(const Criteria& c, const std::string& path) {
   }
 }
 
-// A clean, verified copy, resident data, and no administrator veto.
-bool Releasable(const Entry& e) {
-  return e.is_file() && ClassOf(e.hsm_flags) == HsmClass::kArchived && !(e.hsm_flags & kHsmNoRelease);
-}
+// A clean, verified copy, resident data, and no administrator veto: what a
+// policy's release rule takes too.
+bool Releasable(const Entry& e) { return ActionApplies(Action::kRelease, e); }
+
+// The policy actions a purge does; the others are the HSM tools'.
+constexpr uint32_t kPurgeActions = ActionBit(Action::kPurge) | ActionBit(Action::kRelease);
 
 class Purger {
  public:
@@ -188,11 +191,10 @@ class Purger {
     if (o_.protect.Covers(e.path)) return -2;
     int rule = -1;
     if (o_.policy) {
-      rule = o_.policy->RuleFor(e, now_);
+      // Migrate / archive / recall rules keep their files from the purge
+      // rules below them, and leave them to the HSM tools.
+      rule = o_.policy->RuleTaking(e, now_, kPurgeActions);
       if (rule < 0) return -2;
-      const Action a = o_.policy->rules[static_cast<size_t>(rule)].action;
-      if (a != Action::kPurge && a != Action::kRelease) return -2;  // pdm-migrate's business
-      if (a == Action::kRelease && !Releasable(e)) return -2;
     } else {
       if (!Matches(o_.criteria, e, now_)) return -2;
       if (o_.release_only && !Releasable(e)) return -2;
@@ -211,9 +213,9 @@ class Purger {
     Selected s;
     s.rule = rule;
     s.size = e.size;
-    s.blocks = e.blocks;
     s.uid = e.uid;
     s.key = OrderKeyOf(rule >= 0 ? o_.policy->rules[static_cast<size_t>(rule)].order : o_.order, e);
+    s.weight = rule >= 0 ? VolumeOf(o_.policy->rules[static_cast<size_t>(rule)].action, e) : e.allocated();
     s.path = std::move(e.path);
     sel_.push_back(std::move(s));
   }
@@ -268,56 +270,20 @@ class Purger {
   }
 
   // Orders each rule's candidates and cuts them to its limits and the
-  // trigger's budget. Without a policy there is nothing to cut.
+  // trigger's budget (the policy engine's CutToPolicy, shared with the HSM
+  // tools). Without a policy there is nothing to cut.
   Status ApplyPolicyLimits() {
     if (!o_.policy) return Status::Ok();
-    std::optional<uint64_t> budget;
-    if (o_.policy->trigger) {
-      const std::string path = !o_.policy->trigger->path.empty() ? o_.policy->trigger->path
-                                                                 : (roots_.empty() ? std::string("/") : roots_[0]);
-      uint64_t u[3] = {0, 0, 0};
-      Status st;
-      if (rank_ == 0) {
-        auto fs = StatFs(path);
-        if (fs.ok()) {
-          u[0] = fs->size;
-          u[1] = fs->used;
-          u[2] = fs->avail;
-        } else {
-          st = fs.status();
-        }
-      }
-      PDM_RETURN_IF_ERROR(AgreeStatus(comm_, st));
-      MPI_Bcast(u, 3, MPI_UINT64_T, 0, comm_);
-      FsUsage usage{u[0], u[1], u[2]};
-      const TriggerDecision d = Evaluate(*o_.policy->trigger, usage);
-      res_->triggered = d.run;
-      res_->to_free = d.bytes_to_free;
-      if (!d.run) {
-        sel_.clear();
-        return Status::Ok();
-      }
-      budget = d.bytes_to_free;
-    }
+    std::vector<PolicyCandidate> c;
+    c.reserve(sel_.size());
+    for (const Selected& s : sel_) c.push_back(PolicyCandidate{s.rule, s.key, s.weight});
+    PolicyCut cut;
+    PDM_RETURN_IF_ERROR(CutToPolicy(comm_, *o_.policy, roots_.empty() ? std::string("/") : roots_[0], c, &cut));
+    res_->triggered = cut.triggered;
+    res_->to_free = cut.to_free;
     std::vector<Selected> kept;
-    for (size_t r = 0; r < o_.policy->rules.size(); ++r) {
-      const Rule& rule = o_.policy->rules[r];
-      std::vector<Candidate> c;
-      for (size_t i = 0; i < sel_.size(); ++i)
-        if (sel_[i].rule == static_cast<int>(r)) c.push_back(Candidate{sel_[i].key, sel_[i].blocks * 512, i});
-      std::optional<uint64_t> max_volume = rule.max_volume;
-      if (budget) max_volume = std::min(max_volume.value_or(UINT64_MAX), *budget);
-      const size_t take = PrefixSelect(comm_, &c, rule.max_count, max_volume);
-      uint64_t vol = 0;
-      for (size_t i = 0; i < take; ++i) {
-        vol += c[i].weight;
-        kept.push_back(std::move(sel_[c[i].index]));
-      }
-      if (budget) {
-        const uint64_t got = SumAll(comm_, vol);
-        *budget = got >= *budget ? 0 : *budget - got;
-      }
-    }
+    kept.reserve(cut.keep.size());
+    for (size_t i : cut.keep) kept.push_back(std::move(sel_[i]));
     sel_ = std::move(kept);
     return Status::Ok();
   }
@@ -329,7 +295,7 @@ class Purger {
     if (o_.policy || (!o_.max_count && !o_.max_volume)) return Status::Ok();
     std::vector<Candidate> c;
     c.reserve(sel_.size());
-    for (size_t i = 0; i < sel_.size(); ++i) c.push_back(Candidate{sel_[i].key, sel_[i].blocks * 512, i});
+    for (size_t i = 0; i < sel_.size(); ++i) c.push_back(Candidate{sel_[i].key, sel_[i].weight, i});
     const size_t take = PrefixSelect(comm_, &c, o_.max_count, o_.max_volume);
     std::vector<Selected> kept;
     kept.reserve(take);
