@@ -207,6 +207,7 @@ TEST(ToolsHsmState, DecodesWhatTheHsmEncodesAndRefusesGarbage) {
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   EXPECT_EQ(s->flags, kHsmExists | kHsmArchived | kHsmNoRelease);
   EXPECT_EQ(s->archive_id, 7u);
+  EXPECT_EQ(s->key, "2a00/1234.5678/v1");  // what a bulk recall orders by
   EXPECT_EQ(ClassOf(s->flags), HsmClass::kArchived);
   for (const char* bad : {"not json", "[]", R"({"flags":"archived"})", R"({"archive":-1})",
                           R"({"v":1,"flags":["exists","archived"],"archive":3,"key":"k","size":1})"}) {
@@ -259,7 +260,8 @@ TEST(ToolsHsmState, DecodesNamesAndNumbersAndRefusesGarbage) {
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   EXPECT_EQ(s->flags, kHsmExists | kHsmArchived);
   EXPECT_EQ(s->archive_id, 3u);
-  for (const char* bad : {"not json", "[]", R"({"flags":"archived"})", R"({"archive":-1})"}) {
+  EXPECT_EQ(s->key, "k");
+  for (const char* bad : {"not json", "[]", R"({"flags":"archived"})", R"({"archive":-1})", R"({"key":5})"}) {
     auto r = ParseHsmState(bad);
     EXPECT_FALSE(r.ok()) << bad;
     if (!r.ok()) {
@@ -268,6 +270,28 @@ TEST(ToolsHsmState, DecodesNamesAndNumbersAndRefusesGarbage) {
   }
 }
 #endif
+
+// Bulk recalls read the archive in this order: by archive, then by the
+// HSM's key "<fsid>/<ino>.<igen>/v<ver>" taken as numbers (inode 10 after
+// inode 9, which a string compare gets wrong), other keys after, no copy last.
+TEST(ToolsHsmState, ArchiveOrderIsArchiveThenNumericKey) {
+  const std::string k9 = "000000000000fd01/9.1/v1", k10 = "000000000000fd01/10.1/v1",
+                    k10v2 = "000000000000fd01/10.1/v2", k10g2 = "000000000000fd01/10.2/v1",
+                    other_fs = "000000000000fd02/1.1/v1";
+  EXPECT_GT(k9, k10) << "the string order this test guards against";
+  EXPECT_TRUE(ArchiveOrderLess(1, k9, 1, k10));
+  EXPECT_FALSE(ArchiveOrderLess(1, k10, 1, k9));
+  EXPECT_TRUE(ArchiveOrderLess(1, k10, 1, k10g2));
+  EXPECT_TRUE(ArchiveOrderLess(1, k10, 1, k10v2));
+  EXPECT_TRUE(ArchiveOrderLess(1, k10v2, 1, other_fs));
+  EXPECT_TRUE(ArchiveOrderLess(1, other_fs, 2, k9)) << "archive id first";
+  EXPECT_TRUE(ArchiveOrderLess(1, k10, 1, "odd/key")) << "foreign keys after the HSM's";
+  EXPECT_TRUE(ArchiveOrderLess(1, "odd/a", 1, "odd/b"));
+  EXPECT_TRUE(ArchiveOrderLess(2, k9, 0, "")) << "no copy last";
+  EXPECT_FALSE(ArchiveOrderLess(0, "", 2, k9));
+  EXPECT_FALSE(ArchiveOrderLess(1, k9, 1, k9));
+  EXPECT_TRUE(ArchiveOrderLess(1, "000000000000fd01/9.1/v1x", 1, "odd")) << "a trailing byte makes a foreign key";
+}
 
 TEST(ToolsReport, SectionsArePerUserAndSorted) {
   const std::string h = FormatReportHeader(2, 3, 1536, {"/scratch"}, true);
