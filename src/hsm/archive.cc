@@ -199,6 +199,79 @@ Result<std::unique_ptr<Archive>> Archive::Open(std::string_view spec, uint32_t a
   return InvalidArgument("archive spec '" + std::string(spec) + "': unknown scheme (posix, hdf5)");
 }
 
+namespace {
+
+// OpenChunk's default: the chunk collects in memory and goes in one PutChunk.
+class BufferedSink final : public ChunkSink {
+ public:
+  BufferedSink(Archive* a, std::string key, uint32_t index, uint64_t offset, uint64_t length)
+      : archive_(a), key_(std::move(key)), index_(index), offset_(offset), length_(length) {
+    data_.reserve(length);
+  }
+  Status Write(std::span<const uint8_t> data) override {
+    if (data.size() > length_ - data_.size())
+      return InvalidArgument("chunk " + std::to_string(index_) + " of '" + key_ + "': more bytes than its length");
+    data_.insert(data_.end(), data.begin(), data.end());
+    return Status::Ok();
+  }
+  Result<ChunkRef> Finish(Durability durability) override {
+    if (data_.size() != length_)
+      return InvalidArgument("chunk " + std::to_string(index_) + " of '" + key_ + "': " +
+                             std::to_string(data_.size()) + " of " + std::to_string(length_) + " bytes written");
+    return archive_->PutChunk(key_, index_, offset_, data_, durability);
+  }
+
+ private:
+  Archive* const archive_;
+  const std::string key_;
+  const uint32_t index_;
+  const uint64_t offset_;
+  const uint64_t length_;
+  std::vector<uint8_t> data_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<ChunkSink>> Archive::OpenChunk(const std::string& key, uint32_t index, uint64_t offset,
+                                                      uint64_t length) {
+  PDM_RETURN_IF_ERROR(ValidateKey(key));
+  if (length == 0) return InvalidArgument("OpenChunk('" + key + "'): empty chunk");
+  if (offset > UINT64_MAX - length) return InvalidArgument("OpenChunk('" + key + "'): offset overflows");
+  return std::unique_ptr<ChunkSink>(new BufferedSink(this, key, index, offset, length));
+}
+
+Status Archive::ReadChunk(const ObjectManifest& m, uint32_t index, std::span<uint8_t> out) {
+  if (index >= m.chunks.size())
+    return InvalidArgument("ReadChunk('" + m.key + "'): no chunk " + std::to_string(index));
+  const ChunkRef& c = m.chunks[index];
+  if (out.size() != c.length)
+    return InvalidArgument("ReadChunk('" + m.key + "'): buffer " + std::to_string(out.size()) +
+                           " bytes for a chunk of " + std::to_string(c.length));
+  PDM_ASSIGN_OR_RETURN(ChunkFile f, LocateChunk(m, index));
+  PDM_ASSIGN_OR_RETURN(Checksum128 sum, PreadHashed(f.fd.get(), out, f.offset, f.path));
+  if (sum != c.sum)
+    return DataLoss("archive object '" + m.key + "' chunk " + std::to_string(index) + ": checksum mismatch");
+  return Status::Ok();
+}
+
+Status Archive::StreamChunk(const ObjectManifest& m, uint32_t index, std::span<uint8_t> buf, const SliceFn& fn) {
+  if (index >= m.chunks.size())
+    return InvalidArgument("StreamChunk('" + m.key + "'): no chunk " + std::to_string(index));
+  if (buf.empty()) return InvalidArgument("StreamChunk('" + m.key + "'): empty buffer");
+  const ChunkRef& c = m.chunks[index];
+  PDM_ASSIGN_OR_RETURN(ChunkFile f, LocateChunk(m, index));
+  Hasher h;
+  for (uint64_t done = 0; done < c.length;) {
+    auto slice = buf.first(static_cast<size_t>(std::min<uint64_t>(buf.size(), c.length - done)));
+    PDM_RETURN_IF_ERROR(PreadHashing(f.fd.get(), slice, f.offset + done, f.path, &h));
+    PDM_RETURN_IF_ERROR(fn(c.offset + done, slice));
+    done += slice.size();
+  }
+  if (h.Digest() != c.sum)
+    return DataLoss("archive object '" + m.key + "' chunk " + std::to_string(index) + ": checksum mismatch");
+  return Status::Ok();
+}
+
 Status Archive::VerifyObject(const ObjectManifest& m) {
   std::vector<uint8_t> buf;
   for (const auto& c : m.chunks) {

@@ -37,6 +37,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -45,6 +46,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "common/posix.h"
 #include "common/status.h"
 #include "hsm/checksum.h"
 
@@ -130,6 +132,27 @@ struct ArchiveOptions {
   uint64_t container_max_bytes = 1ull << 30;
 };
 
+// One chunk streamed into the archive as its bytes arrive: a worker reads
+// the file in slices and hands each on, so no process holds a whole chunk in
+// memory and the archive's write-back runs while the rest is still being
+// read (reading everything, then writing everything, costs the sum of the
+// two; streaming costs about the larger).
+//
+// Write the chunk's bytes in order, exactly the length given to OpenChunk,
+// then Finish. A sink dropped without Finish leaves invisible garbage, like
+// a crash (AbortObject drops it). A sink belongs to one thread.
+class ChunkSink {
+ public:
+  virtual ~ChunkSink() = default;
+  // Appends the chunk's next bytes. More than the chunk's length →
+  // InvalidArgument; a full archive → ResourceExhausted.
+  virtual Status Write(std::span<const uint8_t> data) = 0;
+  // After exactly the chunk's length (else InvalidArgument): makes the
+  // chunk durable per `durability` (as PutChunk does) and returns where it
+  // went with the checksum of the bytes written.
+  virtual Result<ChunkRef> Finish(Durability durability) = 0;
+};
+
 class Archive {
  public:
   // spec: "posix:DIR" or "hdf5:DIR". DIR is created if missing (with its
@@ -158,6 +181,14 @@ class Archive {
                                     std::span<const uint8_t> data,
                                     Durability durability = Durability::kNow) = 0;
 
+  // The streaming form of PutChunk: chunk `index` of key, object bytes
+  // [offset, offset + length), arriving through the sink (length > 0). Same
+  // errors as PutChunk, some at OpenChunk and some at Write or Finish. The
+  // default buffers the chunk and calls PutChunk at Finish; the POSIX back
+  // end writes through.
+  virtual Result<std::unique_ptr<ChunkSink>> OpenChunk(const std::string& key, uint32_t index, uint64_t offset,
+                                                       uint64_t length);
+
   // Ends this process's current batch: every chunk it put so far is durable,
   // and the HDF5 back end closes (seals) its open container, which h5ls /
   // h5dump can then read; the next PutChunk starts a new container. Cheap
@@ -183,7 +214,16 @@ class Archive {
   // length, else InvalidArgument) and verifies its checksum. Missing, short
   // or mismatching data → DataLoss(EIO): never wrong bytes. Does not take the
   // HDF5 library lock (plain pread), so recalls run in parallel.
-  virtual Status ReadChunk(const ObjectManifest& m, uint32_t index, std::span<uint8_t> out) = 0;
+  Status ReadChunk(const ObjectManifest& m, uint32_t index, std::span<uint8_t> out);
+
+  // Reads chunk `index` of m through buf (any size > 0), one slice at a
+  // time, and hands each to fn(offset in the object, bytes) as it arrives,
+  // so a recall writes the file while the archive is still being read. The
+  // checksum is verified at the end: when StreamChunk fails (ReadChunk's
+  // errors, or fn's), every byte fn was given must be treated as garbage —
+  // the recall punches it out again. An error from fn stops the read.
+  using SliceFn = std::function<Status(uint64_t offset, std::span<const uint8_t> bytes)>;
+  Status StreamChunk(const ObjectManifest& m, uint32_t index, std::span<uint8_t> buf, const SliceFn& fn);
 
   // Reads every chunk of m and verifies it (ReadChunk's errors). Buffer of one
   // chunk at a time.
@@ -210,6 +250,17 @@ class Archive {
 
  protected:
   Archive(std::string dir, uint32_t id) : dir_(std::move(dir)), id_(id) {}
+
+  // Where chunk `index` of m is stored: an open file and the byte offset of
+  // the chunk in it. Both back ends keep a chunk as one contiguous byte range
+  // of a plain file, which is why reads need no HDF5 call. Checks that m may
+  // point there (DataLoss otherwise); a missing file → DataLoss.
+  struct ChunkFile {
+    UniqueFd fd;
+    uint64_t offset = 0;
+    std::string path;
+  };
+  virtual Result<ChunkFile> LocateChunk(const ObjectManifest& m, uint32_t index) = 0;
 
  private:
   std::string dir_;

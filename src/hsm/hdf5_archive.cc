@@ -478,13 +478,8 @@ Result<ObjectManifest> Hdf5Archive::Stat(const std::string& key) {
   return m;
 }
 
-Status Hdf5Archive::ReadChunk(const ObjectManifest& m, uint32_t index, std::span<uint8_t> out) {
-  if (index >= m.chunks.size())
-    return InvalidArgument("ReadChunk('" + m.key + "'): no chunk " + std::to_string(index));
+Result<Archive::ChunkFile> Hdf5Archive::LocateChunk(const ObjectManifest& m, uint32_t index) {
   const ChunkRef& c = m.chunks[index];
-  if (out.size() != c.length)
-    return InvalidArgument("ReadChunk('" + m.key + "'): buffer " + std::to_string(out.size()) +
-                           " bytes for a chunk of " + std::to_string(c.length));
   PDM_ASSIGN_OR_RETURN(Hdf5Location loc, ParseHdf5Location(c.where));
   if (loc.dataset != DatasetPath(m.key, index))
     return DataLoss("manifest of '" + m.key + "': chunk " + std::to_string(index) + " names dataset " + loc.dataset);
@@ -494,10 +489,7 @@ Status Hdf5Archive::ReadChunk(const ObjectManifest& m, uint32_t index, std::span
     if (errno == ENOENT) return DataLoss("archive object '" + m.key + "': container " + loc.container + " missing");
     return PosixError("open", path, errno);
   }
-  PDM_ASSIGN_OR_RETURN(Checksum128 sum, PreadHashed(fd.get(), out, loc.file_offset, path));
-  if (sum != c.sum)
-    return DataLoss("archive object '" + m.key + "' chunk " + std::to_string(index) + ": checksum mismatch");
-  return Status::Ok();
+  return ChunkFile{std::move(fd), loc.file_offset, std::move(path)};
 }
 
 Status Hdf5Archive::DropDatasets(const std::string& key, const std::vector<Hdf5Location>& locs) {

@@ -79,7 +79,6 @@ class Hdf5Archive final : public Archive {
   Status Commit(std::span<const ObjectManifest> batch, size_t* committed) override;
   using Archive::Commit;
   Result<ObjectManifest> Stat(const std::string& key) override;
-  Status ReadChunk(const ObjectManifest& m, uint32_t index, std::span<uint8_t> out) override;
   Status Remove(const std::string& key) override;
   Status AbortObject(const std::string& key, std::span<const ChunkRef> known) override;
   Result<std::vector<std::string>> ListKeys() override;
@@ -88,6 +87,7 @@ class Hdf5Archive final : public Archive {
   std::string OpenContainer();
 
  private:
+  Result<ChunkFile> LocateChunk(const ObjectManifest& m, uint32_t index) override;
   struct Container;  // one open container (HDF5 ids + our fd + lock)
   Hdf5Archive(std::string dir, uint32_t id, ArchiveOptions opts, UniqueFd root_fd);
 

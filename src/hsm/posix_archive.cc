@@ -49,25 +49,19 @@ constexpr size_t kSlice = 1 << 20;
 
 }  // namespace
 
-Result<Checksum128> PreadHashed(int fd, std::span<uint8_t> out, uint64_t off, const std::string& what) {
-  Hasher h;
+Status PreadHashing(int fd, std::span<uint8_t> out, uint64_t off, const std::string& what, Hasher* h) {
   for (size_t done = 0; done < out.size();) {
     size_t len = std::min(kSlice, out.size() - done);
     PDM_RETURN_IF_ERROR(PreadExact(fd, out.subspan(done, len), off + done, what));
-    h.Update(out.subspan(done, len));
+    h->Update(out.subspan(done, len));
     done += len;
   }
-  return h.Digest();
+  return Status::Ok();
 }
 
-Result<Checksum128> PwriteHashed(int fd, std::span<const uint8_t> data, uint64_t off, const std::string& what) {
+Result<Checksum128> PreadHashed(int fd, std::span<uint8_t> out, uint64_t off, const std::string& what) {
   Hasher h;
-  for (size_t done = 0; done < data.size();) {
-    size_t len = std::min(kSlice, data.size() - done);
-    h.Update(data.subspan(done, len));
-    PDM_RETURN_IF_ERROR(PwriteAll(fd, data.subspan(done, len), off + done, what));
-    done += len;
-  }
+  PDM_RETURN_IF_ERROR(PreadHashing(fd, out, off, what, &h));
   return h.Digest();
 }
 
@@ -241,11 +235,79 @@ PosixArchive::~PosixArchive() {
   if (!st.ok()) spdlog::error("posix archive {}: flush at close: {}", dir(), st.ToString());
 }
 
-Result<ChunkRef> PosixArchive::PutChunk(const std::string& key, uint32_t index, uint64_t offset,
-                                        std::span<const uint8_t> data, Durability durability) {
+class PosixArchive::Sink final : public ChunkSink {
+ public:
+  Sink(PosixArchive* a, std::string key, uint32_t index, uint64_t offset, uint64_t length, std::string part,
+       UniqueFd fd, std::vector<std::string> new_parents)
+      : archive_(a),
+        key_(std::move(key)),
+        index_(index),
+        offset_(offset),
+        length_(length),
+        part_(std::move(part)),
+        fd_(std::move(fd)),
+        new_parents_(std::move(new_parents)) {}
+
+  Status Write(std::span<const uint8_t> data) override {
+    if (data.size() > length_ - done_)
+      return InvalidArgument("chunk " + std::to_string(index_) + " of '" + key_ + "': more bytes than its length");
+    // Hash each slice right before it is written, while it is in the cache.
+    for (size_t k = 0; k < data.size();) {
+      const size_t len = std::min(kSlice, data.size() - k);
+      hash_.Update(data.subspan(k, len));
+      PDM_RETURN_IF_ERROR(PwriteAll(fd_.get(), data.subspan(k, len), offset_ + done_, part_));
+      done_ += len;
+      k += len;
+    }
+    if (done_ - started_ >= kWritebackBytes) {
+      // Only a hint to start write-back now; fsync reports any error.
+      (void)::sync_file_range(fd_.get(), static_cast<off_t>(offset_ + started_),
+                              static_cast<off_t>(done_ - started_), SYNC_FILE_RANGE_WRITE);
+      started_ = done_;
+    }
+    return Status::Ok();
+  }
+
+  Result<ChunkRef> Finish(Durability durability) override {
+    if (done_ != length_)
+      return InvalidArgument("chunk " + std::to_string(index_) + " of '" + key_ + "': " + std::to_string(done_) +
+                             " of " + std::to_string(length_) + " bytes written");
+    ChunkRef ref{index_, offset_, length_, archive_->DataRel(key_), hash_.Digest()};
+    if (durability == Durability::kNow) {
+      if (::fsync(fd_.get()) != 0) return ArchiveIoError("fsync", part_, errno);
+      // The .part's directory entry is made durable by Commit (it renames and
+      // fsyncs the directory); new directories must be durable now, or a
+      // crash could lose the fsynced file with them.
+      for (const auto& p : new_parents_) PDM_RETURN_IF_ERROR(FsyncPath(p));
+      return ref;
+    }
+    std::lock_guard lk(archive_->mu_);
+    for (auto& p : new_parents_) archive_->pending_dirs_.push_back(std::move(p));
+    archive_->pending_dirs_.push_back(ParentDir(part_));
+    archive_->pending_files_.insert_or_assign(part_, std::move(fd_));
+    if (archive_->pending_files_.size() >= kMaxPending) PDM_RETURN_IF_ERROR(archive_->FlushLocked());
+    return ref;
+  }
+
+ private:
+  PosixArchive* const archive_;
+  const std::string key_;
+  const uint32_t index_;
+  const uint64_t offset_;
+  const uint64_t length_;
+  const std::string part_;
+  UniqueFd fd_;
+  std::vector<std::string> new_parents_;  // fsynced at Finish (kNow) or Flush
+  Hasher hash_;
+  uint64_t done_ = 0;     // bytes written
+  uint64_t started_ = 0;  // bytes whose write-back was started
+};
+
+Result<std::unique_ptr<ChunkSink>> PosixArchive::OpenChunk(const std::string& key, uint32_t index, uint64_t offset,
+                                                           uint64_t length) {
   PDM_RETURN_IF_ERROR(ValidateKey(key));
-  if (data.empty()) return InvalidArgument("PutChunk('" + key + "'): empty chunk");
-  if (offset > UINT64_MAX - data.size()) return InvalidArgument("PutChunk('" + key + "'): offset overflows");
+  if (length == 0) return InvalidArgument("OpenChunk('" + key + "'): empty chunk");
+  if (offset > UINT64_MAX - length) return InvalidArgument("OpenChunk('" + key + "'): offset overflows");
   if (::access(store_.PathOf(key).c_str(), F_OK) == 0)
     return AlreadyExists("archive object '" + key + "' is already committed");
 
@@ -255,23 +317,16 @@ Result<ChunkRef> PosixArchive::PutChunk(const std::string& key, uint32_t index, 
   // No O_TRUNC: other workers are writing other chunks of this file.
   UniqueFd fd(::open(part.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0640));
   if (!fd.valid()) return ArchiveIoError("open", part, errno);
-  PDM_ASSIGN_OR_RETURN(Checksum128 sum, PwriteHashed(fd.get(), data, offset, part));
+  return std::unique_ptr<ChunkSink>(
+      new Sink(this, key, index, offset, length, std::move(part), std::move(fd), std::move(new_parents)));
+}
 
-  ChunkRef ref{index, offset, data.size(), DataRel(key), sum};
-  if (durability == Durability::kNow) {
-    if (::fsync(fd.get()) != 0) return ArchiveIoError("fsync", part, errno);
-    // The .part's directory entry is made durable by Commit (it renames and
-    // fsyncs the directory); new directories must be durable now, or a crash
-    // could lose the fsynced file with them.
-    for (const auto& p : new_parents) PDM_RETURN_IF_ERROR(FsyncPath(p));
-    return ref;
-  }
-  std::lock_guard lk(mu_);
-  for (auto& p : new_parents) pending_dirs_.push_back(std::move(p));
-  pending_dirs_.push_back(ParentDir(part));
-  pending_files_.insert_or_assign(part, std::move(fd));
-  if (pending_files_.size() >= kMaxPending) PDM_RETURN_IF_ERROR(FlushLocked());
-  return ref;
+Result<ChunkRef> PosixArchive::PutChunk(const std::string& key, uint32_t index, uint64_t offset,
+                                        std::span<const uint8_t> data, Durability durability) {
+  if (data.empty()) return InvalidArgument("PutChunk('" + key + "'): empty chunk");
+  PDM_ASSIGN_OR_RETURN(std::unique_ptr<ChunkSink> sink, OpenChunk(key, index, offset, data.size()));
+  PDM_RETURN_IF_ERROR(sink->Write(data));
+  return sink->Finish(durability);
 }
 
 Status PosixArchive::FlushLocked() {
@@ -414,14 +469,9 @@ Result<ObjectManifest> PosixArchive::Stat(const std::string& key) {
   return store_.Read(key);
 }
 
-Status PosixArchive::ReadChunk(const ObjectManifest& m, uint32_t index, std::span<uint8_t> out) {
-  if (index >= m.chunks.size())
-    return InvalidArgument("ReadChunk('" + m.key + "'): no chunk " + std::to_string(index));
-  const ChunkRef& c = m.chunks[index];
-  if (out.size() != c.length)
-    return InvalidArgument("ReadChunk('" + m.key + "'): buffer " + std::to_string(out.size()) +
-                           " bytes for a chunk of " + std::to_string(c.length));
+Result<Archive::ChunkFile> PosixArchive::LocateChunk(const ObjectManifest& m, uint32_t index) {
   PDM_RETURN_IF_ERROR(ValidateKey(m.key));
+  const ChunkRef& c = m.chunks[index];
   // Only the object's own data file: a manifest cannot point us elsewhere.
   if (c.where != DataRel(m.key)) return DataLoss("manifest of '" + m.key + "': bad chunk location " + c.where);
   std::string path = DataPath(m.key);
@@ -430,10 +480,7 @@ Status PosixArchive::ReadChunk(const ObjectManifest& m, uint32_t index, std::spa
     if (errno == ENOENT) return DataLoss("archive object '" + m.key + "': data file missing");
     return PosixError("open", path, errno);
   }
-  PDM_ASSIGN_OR_RETURN(Checksum128 sum, PreadHashed(fd.get(), out, c.offset, path));
-  if (sum != c.sum)
-    return DataLoss("archive object '" + m.key + "' chunk " + std::to_string(index) + ": checksum mismatch");
-  return Status::Ok();
+  return ChunkFile{std::move(fd), c.offset, std::move(path)};
 }
 
 Status PosixArchive::Remove(const std::string& key) {

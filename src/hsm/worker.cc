@@ -87,6 +87,23 @@ Result<ObjectManifest> Worker::Manifest(const std::string& key) {
   return m;
 }
 
+Result<ChunkRef> Worker::Put(uint64_t sid, uint64_t token, const TaskItem& it, Durability d,
+                             std::vector<uint8_t>* buf) {
+  // Slice by slice from the file into the archive: reading and the archive's
+  // write-back overlap, and memory stays at one slice per thread.
+  PDM_ASSIGN_OR_RETURN(std::unique_ptr<ChunkSink> sink, archive_->OpenChunk(it.key, it.index, it.offset, it.length));
+  buf->resize(static_cast<size_t>(std::min<uint64_t>(kIoBytes, it.length)));
+  for (uint64_t done = 0; done < it.length;) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(buf->size(), it.length - done));
+    const dm_ssize_t got = dm_read_invis(sid, H(it.handle), it.handle.size(), token, it.offset + done, n, buf->data());
+    if (got < 0) return DmError("dm_read_invis");
+    if (got == 0) return FailedPrecondition("the file shrank while it was archived", EAGAIN);
+    PDM_RETURN_IF_ERROR(sink->Write({buf->data(), static_cast<size_t>(got)}));
+    done += static_cast<uint64_t>(got);
+  }
+  return sink->Finish(d);
+}
+
 TaskResult Worker::Execute(const Task& t) {
   TaskResult r;
   r.id = t.id;
@@ -106,18 +123,10 @@ TaskResult Worker::Execute(const Task& t) {
     const size_t hl = it.handle.size();
     switch (t.kind) {
       case TaskKind::kPut: {
-        data.resize(it.length);
-        for (uint64_t done = 0; done < it.length;) {
-          const size_t n = static_cast<size_t>(std::min<uint64_t>(kIoBytes, it.length - done));
-          const dm_ssize_t got = dm_read_invis(sid, h, hl, tok, it.offset + done, n, data.data() + done);
-          if (got < 0) return fail(DmError("dm_read_invis"));
-          if (got == 0) return fail(FailedPrecondition("the file shrank while it was archived", EAGAIN));
-          done += static_cast<uint64_t>(got);
-        }
         // A batch of small files is one durable flush (and one HDF5
         // container); a single chunk is durable on its own.
         const Durability d = t.items.size() > 1 ? Durability::kAtFlush : Durability::kNow;
-        auto ref = archive_->PutChunk(it.key, it.index, it.offset, data, d);
+        auto ref = Put(sid, tok, it, d, &data);
         if (!ref.ok()) return fail(ref.status());
         r.chunks.push_back(*ref);
         break;
@@ -126,18 +135,24 @@ TaskResult Worker::Execute(const Task& t) {
         auto m = Manifest(it.key);
         if (!m.ok()) return fail(m.status());
         if (it.index >= m->chunks.size()) return fail(DataLoss("chunk index beyond the object", EIO));
-        data.resize(m->chunks[it.index].length);
-        if (Status st = archive_->ReadChunk(*m, it.index, data); !st.ok()) {
+        // Each slice goes into the file as soon as it is read. The file is
+        // still a stub (its region makes every access wait for this recall),
+        // and a chunk that fails verification fails the recall, which punches
+        // all of it out again: a reader never sees these bytes unverified.
+        data.resize(static_cast<size_t>(std::min<uint64_t>(kIoBytes, m->chunks[it.index].length)));
+        Status st = archive_->StreamChunk(*m, it.index, data, [&](uint64_t off, std::span<const uint8_t> bytes) {
+          for (size_t done = 0; done < bytes.size();) {
+            const dm_ssize_t put = dm_write_invis(sid, h, hl, tok, 0, off + done, bytes.size() - done,
+                                                  const_cast<uint8_t*>(bytes.data() + done));
+            if (put <= 0) return DmError("dm_write_invis");
+            done += static_cast<size_t>(put);
+          }
+          return Status::Ok();
+        });
+        if (!st.ok()) {
           std::lock_guard<std::mutex> lk(mu_);
           manifests_.erase(it.key);
           return fail(st);
-        }
-        for (uint64_t done = 0; done < data.size();) {
-          const size_t n = static_cast<size_t>(std::min<uint64_t>(kIoBytes, data.size() - done));
-          const dm_ssize_t put =
-              dm_write_invis(sid, h, hl, tok, 0, m->chunks[it.index].offset + done, n, data.data() + done);
-          if (put <= 0) return fail(DmError("dm_write_invis"));
-          done += static_cast<uint64_t>(put);
         }
         break;
       }

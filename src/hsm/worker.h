@@ -44,6 +44,9 @@ class Worker {
   void Loop(uint64_t sid);
   TaskResult Execute(const Task& t);
   Status CheckCapability(const Task& t);
+  // One item of a kPut: the file's bytes streamed into an archive chunk
+  // through *buf (one dm_read_invis at a time).
+  Result<ChunkRef> Put(uint64_t sid, uint64_t token, const TaskItem& it, Durability d, std::vector<uint8_t>* buf);
   Result<ObjectManifest> Manifest(const std::string& key);
 
   const Options opts_;

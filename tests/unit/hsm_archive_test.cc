@@ -234,6 +234,89 @@ TEST_P(HsmArchive, FlippedByteIsEioNeverWrongBytes) {
   EXPECT_EQ(s.status().err(), EIO);
 }
 
+TEST_P(HsmArchive, StreamedChunksEqualPutChunksAndAreVerifiedAtTheEnd) {
+  // What workers do: a chunk goes in through a sink in uneven slices and
+  // comes back out in slices of another size.
+  const uint64_t cs = 3 << 20;
+  auto data = Data(cs + 777, 5);  // 2 chunks, the last one short
+  const std::string key = "k/stream/v1";
+  std::vector<ChunkRef> refs;
+  for (uint32_t i = 0; i < 2; ++i) {
+    const uint64_t off = i * cs;
+    const uint64_t len = std::min<uint64_t>(cs, data.size() - off);
+    auto sink = a_->OpenChunk(key, i, off, len);
+    ASSERT_TRUE(sink.ok()) << sink.status().ToString();
+    for (uint64_t done = 0; done < len;) {
+      const uint64_t n = std::min<uint64_t>(done % 3 == 0 ? 1000003 : 65536, len - done);
+      ASSERT_TRUE((*sink)->Write(std::span(data).subspan(off + done, n)).ok());
+      done += n;
+    }
+    // Nothing past the chunk's length.
+    const uint8_t extra = 1;
+    EXPECT_EQ((*sink)->Write({&extra, 1}).code(), Code::kInvalidArgument);
+    auto ref = (*sink)->Finish(Durability::kNow);
+    ASSERT_TRUE(ref.ok()) << ref.status().ToString();
+    EXPECT_EQ(ref->sum, Xxh3_128(std::span(data).subspan(off, len)));
+    EXPECT_EQ(ref->length, len);
+    refs.push_back(*ref);
+  }
+  {  // Finishing short is the caller's bug.
+    auto sink = a_->OpenChunk("k/short/v1", 0, 0, 100);
+    ASSERT_TRUE(sink.ok());
+    ASSERT_TRUE((*sink)->Write(std::span(data).first(99)).ok());
+    EXPECT_EQ((*sink)->Finish(Durability::kNow).status().code(), Code::kInvalidArgument);
+  }
+  EXPECT_EQ(a_->OpenChunk(key, 0, 0, 0).status().code(), Code::kInvalidArgument);
+  auto m = BuildManifest(key, data.size(), cs, refs);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  ASSERT_TRUE(a_->Commit(*m).ok());
+  EXPECT_EQ(ReadAll(*a_, *m), data);
+
+  std::vector<uint8_t> back(data.size());
+  std::vector<uint8_t> buf(1 << 20);
+  for (uint32_t i = 0; i < 2; ++i) {
+    Status st = a_->StreamChunk(*m, i, buf, [&](uint64_t off, std::span<const uint8_t> b) {
+      EXPECT_LE(b.size(), buf.size());
+      std::copy(b.begin(), b.end(), back.begin() + static_cast<ptrdiff_t>(off));
+      return Status::Ok();
+    });
+    ASSERT_TRUE(st.ok()) << st.ToString();
+  }
+  EXPECT_EQ(back, data);
+  // The consumer's error stops the read and comes back as is.
+  int calls = 0;
+  Status stop = a_->StreamChunk(*m, 0, buf, [&](uint64_t, std::span<const uint8_t>) {
+    ++calls;
+    return Unavailable("no", EAGAIN);
+  });
+  EXPECT_EQ(stop.err(), EAGAIN);
+  EXPECT_EQ(calls, 1);
+
+  // A flipped byte in the last slice: the slices went out, then EIO.
+  std::string file;
+  uint64_t file_off;
+  if (hdf5()) {
+    auto loc = ParseHdf5Location(m->chunks[0].where);
+    ASSERT_TRUE(loc.ok());
+    file = dir_ + "/" + loc->container;
+    file_off = loc->file_offset + cs - 1;
+  } else {
+    file = dir_ + "/objects/" + key + ".data";
+    file_off = cs - 1;
+  }
+  FlipByte(file, file_off);
+  uint64_t given = 0;
+  Status bad = a_->StreamChunk(*m, 0, buf, [&](uint64_t, std::span<const uint8_t> b) {
+    given += b.size();
+    return Status::Ok();
+  });
+  EXPECT_EQ(bad.code(), Code::kDataLoss) << bad.ToString();
+  EXPECT_EQ(bad.err(), EIO);
+  EXPECT_EQ(given, cs);
+  EXPECT_EQ(a_->StreamChunk(*m, 2, buf, [](uint64_t, std::span<const uint8_t>) { return Status::Ok(); }).code(),
+            Code::kInvalidArgument);
+}
+
 TEST_P(HsmArchive, BatchOfSmallFilesWithOneFlush) {
   std::vector<ObjectManifest> batch;
   std::vector<std::vector<uint8_t>> datas;
