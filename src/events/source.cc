@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -39,6 +40,21 @@ Result<UniqueFd> ConnectSeqpacket(const std::string& path) {
   if (!fd.valid()) return PosixError("socket", path, errno);
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) return PosixError("connect", path, errno);
   return fd;
+}
+
+// A pidfd of the process listening on a connected Unix socket: race-free
+// through SO_PEERPIDFD (Linux 6.5), else pidfd_open of SO_PEERCRED's pid.
+UniqueFd PeerPidfd(int sock) {
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+  int pidfd = -1;
+  socklen_t len = sizeof pidfd;
+  if (::getsockopt(sock, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) == 0 && pidfd >= 0) return UniqueFd(pidfd);
+  ucred cred{};
+  len = sizeof cred;
+  if (::getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid <= 0) return UniqueFd();
+  return UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, cred.pid, 0)));
 }
 
 // Starts pdm-eventd detached from us (its own session, reparented to init),
@@ -106,6 +122,9 @@ Status EventSource::Attach() {
   const int inherit = group_ ? group_->fd() : -1;
   Result<UniqueFd> link = ConnectSeqpacket(opts_.supervisor_socket);
   if (!link.ok() && !opts_.supervisor_exe.empty()) {
+    // Never two readers of one group: the one we knew must be gone (and its
+    // accesses failed) before another gets the group.
+    PDM_RETURN_IF_ERROR(FailAccessesOfDeadSupervisor(0));
     PDM_RETURN_IF_ERROR(SpawnSupervisor(opts_, inherit));
     for (int i = 0; i < 250 && !link.ok(); ++i) {
       ::usleep(20000);
@@ -123,11 +142,42 @@ Status EventSource::Attach() {
   if (w.msg.type != SupType::kWelcome || !w.fd.valid())
     return InvalidArgument("event supervisor: expected a welcome with the group", EPROTO);
   PDM_ASSIGN_OR_RETURN(FanotifyGroup g, FanotifyGroup::Adopt(std::move(w.fd)));
+  sup_pidfd_ = PeerPidfd(link->get());
+  if (!sup_pidfd_.valid()) spdlog::warn("events: no pidfd of the event supervisor: {}", std::strerror(errno));
+  // An older supervisor does not say; the kernel's default ceiling then.
+  sup_fd_limit_ = w.msg.count > 0 && w.msg.count <= (1u << 30) ? static_cast<int>(w.msg.count) : 1 << 20;
   std::lock_guard<std::mutex> lk(group_mu_);
   group_ = std::make_unique<FanotifyGroup>(std::move(g));
   link_ = std::move(*link);
   ++link_gen_;
   if (w.msg.arg) spdlog::info("events: attached; the supervisor held {} waiting accesses", w.msg.arg);
+  return Status::Ok();
+}
+
+Status EventSource::FailAccessesOfDeadSupervisor(int wait_ms) {
+  if (!sup_pidfd_.valid() || !group_) return Status::Ok();
+  pollfd p{sup_pidfd_.get(), POLLIN, 0};
+  int n;
+  do {
+    n = ::poll(&p, 1, wait_ms);
+  } while (n < 0 && errno == EINTR);
+  if (n == 0) return Unavailable("the event supervisor still runs but does not serve us", EAGAIN);
+  // Exited. Nothing else reads the group now (we hold its only other fd), so
+  // every access waiting under a number is one the dead supervisor read.
+  std::lock_guard<std::mutex> lk(group_mu_);
+  uint32_t response = FAN_DENY_ERRNO(EIO);
+  int failed = 0;
+  for (int id = 0; id < sup_fd_limit_; ++id) {
+    Status st = group_->Respond(id, response);
+    if (!st.ok() && st.err() == EINVAL && response != FAN_DENY) {
+      response = FAN_DENY;  // a kernel that takes no errno: EPERM, still never data
+      st = group_->Respond(id, response);
+    }
+    if (st.ok()) ++failed;
+    else if (st.err() != ENOENT) spdlog::warn("events: failing access {}: {}", id, st.ToString());
+  }
+  spdlog::warn("events: the event supervisor died; {} accesses it had read fail with EIO", failed);
+  sup_pidfd_.reset();
   return Status::Ok();
 }
 
@@ -163,9 +213,18 @@ void EventSource::Run() {
     if (!m.ok() || m->msg.type != SupType::kEvent || !m->fd.valid()) {
       // The supervisor died (or talks nonsense). Events it had forwarded are
       // void: their ids may be reused by the next one, so we must never
-      // answer them; their readers stay blocked rather than read holes.
+      // answer them; once it has exited they fail with EIO (never holes).
       spdlog::error("events: lost the event supervisor ({}); restarting it",
                     m.ok() ? "unexpected message" : m.status().ToString());
+      {
+        std::lock_guard<std::mutex> lk(group_mu_);
+        link_.reset();
+        ++link_gen_;  // from now on no answer goes out for what came over it
+      }
+      // Killed: its socket closed just before its exit completes. Still
+      // running after that: it dropped us and keeps its accesses.
+      if (Status st = FailAccessesOfDeadSupervisor(2000); !st.ok())
+        spdlog::warn("events: {}; attaching to it again", st.message());
       while (!stopping_.load()) {
         Status st = Attach();
         if (st.ok()) break;
@@ -201,6 +260,7 @@ void EventSource::Answer(const Pending& p, bool allow, int err) {
   SupMsg done;
   done.type = SupType::kDone;
   done.id = p.ev.id;
+  if (!link_.valid()) return;
   if (Status ds = SendSup(link_.get(), done); !ds.ok())
     spdlog::warn("events: cannot tell the supervisor: {}", ds.ToString());
 }

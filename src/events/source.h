@@ -33,6 +33,17 @@
 // with EIO after the event timeout) instead of reading holes, and the next
 // agent to attach gets them again.
 //
+// When the supervisor dies instead, this agent holds the group's only other
+// fd, so nothing is allowed through; it starts a new supervisor and hands it
+// the group. The accesses the dead one had read stay in the kernel under the
+// dead one's fd numbers, and the new one's event fds get the same small
+// numbers: an answer by number would reach the oldest access with it, i.e.
+// allow a dead supervisor's access (a stub read as zeros) and leave the new
+// one hanging. So before anything reads the group again, the agent fails
+// every number the dead supervisor could have used (below its fd limit)
+// with EIO; only then does the new supervisor start. Those accesses fail
+// with EIO, never zeros; new ones are served by the new supervisor.
+//
 // Thread-safety: Start/Stop from one thread; Rewatch from any thread. One
 // reader thread; answers are written by whichever thread has them.
 #pragma once
@@ -83,6 +94,12 @@ class EventSource {
   };
   // Connects (spawning the supervisor if needed), attaches, takes the group.
   Status Attach();
+  // The supervisor we were attached to exited (waits up to wait_ms for its
+  // exit): fail with EIO every access it had read, so none of their ids can
+  // be answered for another access. Unavailable while it still runs (it
+  // keeps its accesses and hands them out again); OK when it is gone or
+  // there is none to wait for. Called with no link.
+  Status FailAccessesOfDeadSupervisor(int wait_ms);
   void Run();
   void OnEvent(std::shared_ptr<Pending> p);
   void Answer(const Pending& p, bool allow, int err);
@@ -95,6 +112,11 @@ class EventSource {
   UniqueFd link_;        // the supervisor connection
   uint64_t link_gen_ = 0;  // bumped per connection: older events' ids are void
   std::unique_ptr<FanotifyGroup> group_;  // our copy of the supervisor's group
+  // The supervisor that welcomed us (its exit is how we know its ids are
+  // free) and its fd limit (every id it hands out is below it). Reader
+  // thread only.
+  UniqueFd sup_pidfd_;
+  int sup_fd_limit_ = 0;
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };

@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -174,6 +175,11 @@ void Supervisor::OnAgentReadable() {
         SupMsg w;
         w.type = SupType::kWelcome;
         w.arg = held_.size();
+        // Every id we hand out is an fd number below our limit: if we die,
+        // the agent fails the numbers below it (see EventSource).
+        rlimit nofile{};
+        if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0)
+          w.count = nofile.rlim_cur == RLIM_INFINITY || nofile.rlim_cur > (1u << 30) ? (1u << 30) : nofile.rlim_cur;
         if (Status st = SendSup(agent_fd_.get(), w, group_->fd()); !st.ok())
           return AgentGone(st.message().c_str());
         attached_ = true;

@@ -23,6 +23,9 @@
 //     agent asked for an event timeout, fails with EIO once it has waited
 //     that long (default 0: wait, as GPFS does with dmapiEventTimeout
 //     unset);
+//   * when we die (kill -9), the agent holds the group, fails what we had
+//     read with EIO (every id below our fd limit, which kWelcome tells it)
+//     and starts the next supervisor with the group;
 //   * SIGTERM / Stop() detaches the node from the file system: pending
 //     accesses fail with EIO (never FAN_ALLOW), then the group closes.
 //
@@ -50,8 +53,9 @@ class Supervisor {
     std::string view;    // the mount to mark (the node's view)
     std::string socket;  // where agents attach (mode 0600, root only)
     // A group handed over by an agent whose supervisor died (-1: create a
-    // new one). Events the dead supervisor had read stay pending under its
-    // ids: their readers block (killable) and never see zeros.
+    // new one). The agent has failed (EIO) every access the dead supervisor
+    // had read before it hands the group on: their ids are fd numbers that
+    // ours reuse, and the kernel would take our answer for theirs.
     int inherit_group_fd = -1;
   };
   explicit Supervisor(Options opts);

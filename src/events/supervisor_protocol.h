@@ -3,7 +3,9 @@
 // socket: one fixed-size SupMsg per message, an fd attached to some.
 //
 //   agent -> supervisor   kAttach  arg = event timeout in ms (0: wait forever)
-//   supervisor -> agent   kWelcome + the fanotify group fd; arg = events held
+//   supervisor -> agent   kWelcome + the fanotify group fd; arg = events held,
+//                                  count = its RLIMIT_NOFILE: every id it
+//                                  hands out is below it (0: not said)
 //   supervisor -> agent   kEvent   + the event's fd; id, mask, pid, range
 //   agent -> supervisor   kDone    id: the agent has answered the event
 //                                  (it wrote the response to the group itself)

@@ -4,6 +4,7 @@
 // fills the data with dm_write_invis and answers; its answer decides what
 // the program sees.
 #include <dmapi.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -271,6 +272,94 @@ TEST_F(EventsWithTimeout, Kill9OfTheReadingNodesAgentNeverLetsTheReadSeeZeros) {
   EXPECT_EQ(ev3.rfind("event 16 3 ", 0), 0u) << ev3;
   ASSERT_EQ(Ask("fill " + lc_.dir() + "/k.dat.orig"), "ok");
   EXPECT_EQ(r3.get().second, content.substr(0, 4096));
+}
+
+// What a program reading `path` through a view saw, compared with `orig`:
+// "data", "zeros", "other" or "errno N". Killed after `secs` (a read that
+// blocks in the kernel then reports "" rather than hanging the test).
+std::string ReadVerdict(const std::string& path, const std::string& orig, int secs) {
+  return Sh("timeout -s KILL " + std::to_string(secs) + " python3 -c \"import os\nwant=open('" + orig +
+            "','rb').read()\ntry:\n f=os.open('" + path +
+            "', os.O_RDONLY)\n got=b''\n while True:\n  b=os.read(f, 1<<20)\n  if not b: break\n  got+=b\n"
+            " print('data' if got==want else 'zeros' if got.count(0)==len(got) else 'other')\n"
+            "except OSError as e: print('errno', e.errno)\"")
+      .second;
+}
+
+// pdm-eventd (node 2's supervisor, the holder of its pre-content group) is
+// killed with kill -9 while two reads of released files wait in it. The
+// agent still holds the group, so nothing is allowed through; it starts a
+// new supervisor and hands it the group. The kernel matches an answer to its
+// event by fd number only, and the new supervisor's event fds reuse the
+// numbers the dead one had: the agent therefore fails every access the dead
+// one had read (EIO) before the new one reads anything, so no answer can
+// reach the wrong access. Guaranteed, and asserted exactly: the reads in
+// flight fail with EIO (never data from a hole, never zeros, never a hang);
+// unmanaged files read at once; a new read of the released file is raised
+// again and gets its bytes through the new supervisor.
+TEST_F(Events, Kill9OfTheEventSupervisorFailsItsReadsWithEioAndTheNextOneServes) {
+  const std::string content = Pattern(64 * 1024);
+  const std::string orig_a = Make("a.dat", content);
+  const std::string orig_b = Make("b.dat", content);
+  for (const char* f : {"a.dat", "b.dat"})
+    ASSERT_EQ(Ask("manage " + lc_.View(1) + "/" + f + " " + std::to_string(DM_REGION_READ)), "ok");
+  std::vector<std::pair<std::string, std::string>> plain;  // (path through node 2, copy)
+  for (int i = 0; i < 4; ++i) {
+    const std::string name = "plain" + std::to_string(i) + ".dat";
+    plain.emplace_back(lc_.View(2) + "/" + name, Make(name, Pattern(5000 + i)));
+  }
+  const std::string pidfile = lc_.dir() + "/state/node2.eventd.sock.pid";
+  auto eventd_pid = [&] {
+    std::ifstream f(pidfile);
+    int pid = 0;
+    f >> pid;
+    return pid;
+  };
+  const int old_pid = eventd_pid();
+  ASSERT_GT(old_pid, 0) << "no " << pidfile;
+  ASSERT_EQ(::kill(old_pid, 0), 0) << "pdm-eventd of node 2 is not running";
+
+  // Two reads through node 2, each waiting in the supervisor for the session.
+  auto ra = std::async(std::launch::async, [&] { return ReadVerdict(lc_.View(2) + "/a.dat", orig_a, 30); });
+  auto rb = std::async(std::launch::async, [&] { return ReadVerdict(lc_.View(2) + "/b.dat", orig_b, 30); });
+  for (int i = 0; i < 2; ++i) {
+    const std::string ev = Ask("next");
+    ASSERT_EQ(ev.rfind("event 16 2 ", 0), 0u) << ev;
+  }
+  ASSERT_EQ(::kill(old_pid, SIGKILL), 0);
+
+  // The agent starts the next supervisor with the group.
+  int new_pid = 0;
+  ASSERT_TRUE(LocalCluster::Eventually([&] {
+    new_pid = eventd_pid();
+    return new_pid > 0 && new_pid != old_pid && ::kill(new_pid, 0) == 0;
+  }, 15000)) << "no new pdm-eventd for node 2";
+
+  // Unmanaged files: the new supervisor's first events, whose fd numbers
+  // are the ones the dead supervisor gave the waiting reads.
+  for (const auto& [path, orig] : plain) EXPECT_EQ(ReadVerdict(path, orig, 10), "data\n") << path;
+  // The reads in flight at the kill: EIO, exactly.
+  ASSERT_EQ(ra.wait_for(std::chrono::seconds(35)), std::future_status::ready);
+  ASSERT_EQ(rb.wait_for(std::chrono::seconds(35)), std::future_status::ready);
+  EXPECT_EQ(ra.get(), "errno " + std::to_string(EIO) + "\n");
+  EXPECT_EQ(rb.get(), "errno " + std::to_string(EIO) + "\n");
+
+  // A new read of the released file goes through the new supervisor to the
+  // session and gets the right bytes.
+  auto r2 = std::async(std::launch::async, [&] { return ReadVerdict(lc_.View(2) + "/a.dat", orig_a, 30); });
+  const std::string ev = Ask("next");
+  ASSERT_EQ(ev.rfind("event 16 2 ", 0), 0u) << ev;
+  ASSERT_EQ(Ask("fill " + orig_a), "ok");
+  EXPECT_EQ(r2.get(), "data\n");
+  // And the other released file, through the other node's own supervisor
+  // (node 3 is untouched) and then through node 2 again.
+  auto r3 = std::async(std::launch::async, [&] { return ReadVerdict(lc_.View(3) + "/b.dat", orig_b, 30); });
+  const std::string ev3 = Ask("next");
+  ASSERT_EQ(ev3.rfind("event 16 3 ", 0), 0u) << ev3;
+  ASSERT_EQ(Ask("fill " + orig_b), "ok");
+  EXPECT_EQ(r3.get(), "data\n");
+  EXPECT_EQ(ReadVerdict(lc_.View(2) + "/b.dat", orig_b, 10), "data\n");
+  EXPECT_EQ(eventd_pid(), new_pid) << "the new supervisor still serves";
 }
 
 TEST_F(Events, UnmanagedFilesRaiseNothing) {
