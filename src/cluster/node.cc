@@ -944,7 +944,31 @@ Result<uint64_t> Node::CreateSession(uint64_t oldsid, const std::string& info, c
   c.sid = oldsid;
   c.info = info;
   c.group = group;
-  return CallSm(lk, std::move(c));
+  if (!oldsid) return CallSm(lk, std::move(c));
+  // Every node detects a failure on its own (its connection to the dead
+  // node closing, or the node's heartbeats stopping), and the SM decides an
+  // assume by its own view. So a node that has already seen the session's
+  // node die can ask before the SM has seen it: a dying process's sockets
+  // close one by one, a busy host delays either side, and a socket kept
+  // open elsewhere leaves the SM only the heartbeat timeout. EBUSY then
+  // would contradict what this node reports (owner_alive false). While this
+  // node sees the owner dead, ask again until the SM agrees; it must notice
+  // within its heartbeat timeout. Bounded by the session failure timeout,
+  // after which the session's waiting events have failed anyway; an owner
+  // the SM still hears from after that is alive (EBUSY).
+  const int64_t deadline = MonotonicNs() + int64_t(opts_.session_failure_timeout_ms) * 1000000;
+  auto owner_dead_here = [&] {
+    const SessionRecord* rec = tables_.Find(oldsid);
+    return rec && rec->owner >= 0 && rec->owner < opts_.size && rec->owner != opts_.rank && !alive_[rec->owner];
+  };
+  for (int backoff_ms = 20;; backoff_ms = std::min(backoff_ms * 2, 500)) {
+    Result<uint64_t> r = CallSm(lk, c);
+    if (r.ok() || r.status().err() != EBUSY || stopping_ || !owner_dead_here() || MonotonicNs() >= deadline)
+      return r;
+    spdlog::info("rank {}: the SM does not see the node of session {} dead yet; asking again", opts_.rank,
+                 oldsid);
+    cv_.wait_for(lk, std::chrono::milliseconds(backoff_ms), [&] { return stopping_; });
+  }
 }
 
 Status Node::DestroySession(uint64_t sid) {
