@@ -4,19 +4,29 @@
 // a cluster started without --archive, pdm-migrate says "no HSM coordinator"
 // and exits 2 while pdm-state shows files the HSM never touched. The tools
 // run as real executables; the end-to-end HSM tests are with the coordinator's.
+// With a posix archive: pdm-migrate --policy sends exactly the policy's files
+// (classes, order, max_count; the dry run's list is what the real run sends;
+// each file of a mixed policy gets its rule's action), a purge rule is
+// refused, and pdm-recall sends recalls in archive key order.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <set>
 #include <sstream>
 #include <string>
+#include <tuple>
+#include <vector>
 
+#include "hsm/state.h"
 #include "local_cluster.h"
 
 namespace {
@@ -252,6 +262,323 @@ TEST(HsmToolsCli, ClusterWithoutArchiveHasNoCoordinator) {
   auto sessions = cl->AllSessions();
   ASSERT_TRUE(sessions.ok()) << sessions.status().ToString();
   EXPECT_TRUE(sessions->empty()) << sessions->size() << " sessions left behind";
+}
+
+
+// ---- policies and recall order (a real cluster with an archive) ------------------
+
+std::vector<std::string> OrderedLines(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  for (std::string l; std::getline(in, l);)
+    if (!l.empty()) out.push_back(l);
+  return out;
+}
+
+// Bytes that differ per file and per offset, so a recall that put back the
+// wrong data (or another file's) is seen.
+std::string Pattern(size_t n, unsigned seed) {
+  std::string b(n, '\0');
+  uint64_t x = 0x9e3779b97f4a7c15ull * (seed + 1);
+  for (size_t i = 0; i < n; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    b[i] = static_cast<char>(x);
+  }
+  return b;
+}
+
+void WriteBytes(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary);
+  f << bytes;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// The file's HSM state, from its attribute (no data access, no event).
+pdm::hsm::FileState StateOf(const std::string& path) {
+  char buf[4096];
+  const std::string name = "trusted.pdm.dm." + std::string(pdm::hsm::kStateAttrName);
+  const ssize_t n = ::getxattr(path.c_str(), name.c_str(), buf, sizeof buf);
+  if (n < 0) return {};
+  auto s = pdm::hsm::Decode({reinterpret_cast<uint8_t*>(buf), static_cast<size_t>(n)});
+  return s.ok() ? *s : pdm::hsm::FileState{};
+}
+
+uint64_t Allocated(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_blocks) * 512 : ~uint64_t{0};
+}
+
+std::string PolicyFile(const std::string& dir, const std::string& name, const std::string& text) {
+  const std::string p = dir + "/" + name;
+  std::ofstream(p) << text;
+  return p;
+}
+
+// A policy's purge rule is refused by every HSM tool, whole and before
+// anything is walked or sent, as are a tool with no rule of its own and
+// --policy where the tool has no policy action.
+TEST(HsmToolsPolicy, PurgeRulesAndMisfitsAreRefused) {
+  Tree t;
+  const std::string d = t.path();
+  fs::create_directories(d + "/data");
+  Write(d + "/data/f", 1000);
+  const std::string purge = PolicyFile(d, "purge.toml", R"(
+[[class]]
+name = "all"
+[[rule]]
+name = "archive_all"
+action = "archive"
+class = "all"
+[[rule]]
+name = "scratch_clean"
+action = "purge"
+class = "all"
+)");
+  for (const char* tool : {"migrate", "archive", "release", "recall"}) {
+    SCOPED_TRACE(tool);
+    for (const char* dry : {"", "--dryrun "}) {
+      Ran r = Sh(kBin + "pdm-" + tool + " " + dry + "--policy " + purge + " " + d + "/data");
+      EXPECT_EQ(r.rc, 2) << r.err;
+      EXPECT_NE(r.err.find("rule 'scratch_clean' has action purge: refused"), std::string::npos) << r.err;
+      EXPECT_TRUE(r.out.empty()) << "nothing listed: " << r.out;
+    }
+  }
+  EXPECT_TRUE(fs::exists(d + "/data/f"));
+  const std::string archive_only = PolicyFile(d, "archive.toml", R"(
+[[class]]
+name = "all"
+[[rule]]
+name = "archive_all"
+action = "archive"
+class = "all"
+)");
+  Ran r = Sh(kBin + "pdm-recall --dryrun --policy " + archive_only + " " + d + "/data");
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.err.find("no recall rule"), std::string::npos) << r.err;
+  EXPECT_EQ(Sh(kBin + "pdm-remove --dryrun --policy " + archive_only + " " + d + "/data").rc, 2);
+  EXPECT_EQ(Sh(kBin + "pdm-migrate --dryrun --policy " + d + "/missing.toml " + d + "/data").rc, 2);
+  // ... while the archive rule itself is fine for pdm-archive and pdm-migrate.
+  Ran a = Sh(kBin + "pdm-archive --dryrun --policy " + archive_only + " " + d + "/data");
+  EXPECT_EQ(a.rc, 0) << a.err;
+  EXPECT_EQ(Lines(a.out), (std::set<std::string>{"archive " + d + "/data/f"}));
+}
+
+class HsmToolsArchive : public ::testing::Test {
+ protected:
+  HsmToolsArchive() : lc_(2, "--archive posix:%D/archive --hsm-chunk-mib 1") {}
+  void SetUp() override {
+    ASSERT_TRUE(lc_.up());
+    env_ = "DMAPI_SOCKET=" + lc_.Socket(1) + " ";
+  }
+  std::string Data(int node) const { return lc_.View(node) + "/data"; }
+  pdm::test::LocalCluster lc_;
+  std::string env_;
+};
+
+// pdm-migrate --policy: larger_than + an exclude glob + order size +
+// max_count pick exactly three files; the dry run lists them, the real run
+// releases exactly those (read back right through the other node), every
+// other file stays resident and untouched. A second dry run does not spend
+// the limit on files already migrated. Then a mixed policy: each file gets
+// its rule's action (recall one, archive the small ones), in one run.
+TEST_F(HsmToolsArchive, PolicyMigrateSendsExactlyThePolicysFiles) {
+  const std::string d = Data(1);
+  fs::create_directories(d + "/sub");
+  std::map<std::string, std::string> content;  // relative path -> bytes
+  const std::pair<const char*, size_t> files[] = {
+      {"big0", 300 << 10}, {"sub/big1", 400 << 10}, {"big2", 500 << 10}, {"sub/big3", 600 << 10},
+      {"huge.keep", 900 << 10}, {"s0", 1000}, {"sub/s1", 2000}, {"s2", 3000}};
+  unsigned seed = 0;
+  for (const auto& [rel, n] : files) {
+    content[rel] = Pattern(n, seed++);
+    WriteBytes(d + "/" + rel, content[rel]);
+  }
+  Sh("sync");
+  const std::string pol = PolicyFile(lc_.dir(), "big.toml", R"(
+[[class]]
+name = "big"
+larger_than = "200K"
+exclude = ["*.keep"]
+
+[[rule]]
+name = "big_first"
+action = "migrate"
+class = "big"
+order = "size"
+max_count = 3
+)");
+  const std::set<std::string> want{d + "/sub/big3", d + "/big2", d + "/sub/big1"};
+
+  Ran dry = Sh(env_ + kBin + "pdm-migrate --dryrun --policy " + pol + " " + d);
+  ASSERT_EQ(dry.rc, 0) << dry.err;
+  std::set<std::string> listed;
+  for (const std::string& l : Lines(dry.out)) {
+    ASSERT_EQ(l.rfind("migrate ", 0), 0u) << l;
+    listed.insert(l.substr(8));
+  }
+  EXPECT_EQ(listed, want);
+  for (const auto& [rel, bytes] : content) EXPECT_EQ(StateOf(d + "/" + rel).flags, 0u) << "a dry run sends nothing";
+
+  Ran run = Sh(env_ + kBin + "pdm-migrate --json --policy " + pol + " " + d);
+  ASSERT_EQ(run.rc, 0) << run.err;
+  auto j = nlohmann::json::parse(run.out, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << run.out;
+  EXPECT_EQ(j["files"], 3u);
+  EXPECT_EQ(j["ok"], 3u);
+  EXPECT_EQ(j["failed"], 0u);
+  EXPECT_EQ(j["bytes"], uint64_t{(400 + 500 + 600) << 10});
+  EXPECT_EQ(j["scanned"], 10u);  // 8 files, sub/ and the root
+  ASSERT_EQ(j["rules"].size(), 1u);
+  EXPECT_EQ(j["rules"][0]["name"], "big_first");
+  EXPECT_EQ(j["rules"][0]["files"], 3u);
+  EXPECT_EQ(j["rules"][0]["ok"], 3u);
+
+  // What was sent is what the dry run listed: exactly those are released.
+  std::set<std::string> released;
+  for (const auto& [rel, bytes] : content) {
+    const std::string p = d + "/" + rel;
+    const auto s = StateOf(p);
+    if (s.Has(pdm::hsm::kReleased)) {
+      released.insert(p);
+      EXPECT_LT(Allocated(p), bytes.size() / 4) << p << ": released, its space freed";
+    } else {
+      EXPECT_EQ(s.flags, 0u) << p << ": not selected, never touched";
+      EXPECT_GE(Allocated(p), bytes.size()) << p << ": stays resident";
+    }
+  }
+  EXPECT_EQ(released, listed);
+
+  // Already migrated files are no longer candidates: the limit now takes the
+  // one big file left.
+  Ran again = Sh(env_ + kBin + "pdm-migrate --dryrun --policy " + pol + " " + d);
+  ASSERT_EQ(again.rc, 0) << again.err;
+  EXPECT_EQ(Lines(again.out), (std::set<std::string>{"migrate " + d + "/big0"}));
+
+  // Every byte reads back right through the other node (recalled on read).
+  for (const auto& [rel, bytes] : content) EXPECT_TRUE(ReadAll(Data(0) + "/" + rel) == bytes) << rel;
+
+  // Migrate again, then a mixed policy through pdm-migrate: recall big2,
+  // archive the small files; sub/big1 and big3 stay released.
+  ASSERT_EQ(Sh(env_ + kBin + "pdm-migrate --policy " + pol + " " + d).rc, 0);
+  ASSERT_TRUE(StateOf(d + "/big2").Has(pdm::hsm::kReleased));
+  const std::string mixed = PolicyFile(lc_.dir(), "mixed.toml", R"(
+[[class]]
+name = "want_back"
+path = "big2"
+hsm_state = "released"
+[[class]]
+name = "small"
+smaller_than = "10K"
+[[rule]]
+name = "bring_back"
+action = "recall"
+class = "want_back"
+[[rule]]
+name = "copy_small"
+action = "archive"
+class = "small"
+)");
+  Ran mdry = Sh(env_ + kBin + "pdm-migrate --dryrun --policy " + mixed + " " + d);
+  ASSERT_EQ(mdry.rc, 0) << mdry.err;
+  // Archives before recalls (what takes space goes last), each group sorted.
+  EXPECT_EQ(OrderedLines(mdry.out), (std::vector<std::string>{"archive " + d + "/s0", "archive " + d + "/s2",
+                                                              "archive " + d + "/sub/s1", "recall " + d + "/big2"}));
+  Ran mrun = Sh(env_ + kBin + "pdm-migrate --json --policy " + mixed + " " + d);
+  ASSERT_EQ(mrun.rc, 0) << mrun.err;
+  auto mj = nlohmann::json::parse(mrun.out, nullptr, false);
+  EXPECT_EQ(mj["files"], 4u) << mrun.out;
+  EXPECT_EQ(mj["ok"], 4u) << mrun.out;
+  EXPECT_FALSE(StateOf(d + "/big2").Has(pdm::hsm::kReleased));
+  EXPECT_GE(Allocated(d + "/big2"), content["big2"].size());
+  for (const char* rel : {"s0", "sub/s1", "s2"}) {
+    const auto s = StateOf(d + "/" + rel);
+    EXPECT_TRUE(s.Has(pdm::hsm::kArchived) && !s.Has(pdm::hsm::kReleased)) << rel << ": " << s.flags;
+  }
+  for (const char* rel : {"sub/big1", "sub/big3"}) EXPECT_TRUE(StateOf(d + "/" + rel).Has(pdm::hsm::kReleased)) << rel;
+  EXPECT_EQ(StateOf(d + "/huge.keep").flags, 0u);
+  EXPECT_EQ(StateOf(d + "/big0").flags, 0u);
+  for (const auto& [rel, bytes] : content) EXPECT_TRUE(ReadAll(Data(0) + "/" + rel) == bytes) << rel;
+}
+
+// (fsid, ino, igen, ver) of an HSM key, for the expected order.
+std::tuple<uint64_t, uint64_t, uint64_t, uint64_t> KeyNumbers(const std::string& key) {
+  unsigned long long fsid = 0, ino = 0, ver = 0;
+  unsigned igen = 0;
+  EXPECT_EQ(std::sscanf(key.c_str(), "%llx/%llu.%u/v%llu", &fsid, &ino, &igen, &ver), 4) << key;
+  return {fsid, ino, igen, ver};
+}
+
+// pdm-recall of a list orders the recalls by archive locality: by the copies'
+// keys taken as numbers, not by the list's (or the paths') order. The files
+// are written in reverse name order, so the two orders differ; the dry run
+// shows the order the real run sends, and the real run brings every byte back.
+TEST_F(HsmToolsArchive, RecallFollowsTheArchiveKeyOrder) {
+  const std::string d = Data(1);
+  fs::create_directories(d + "/a");
+  fs::create_directories(d + "/b");
+  std::vector<std::string> paths;
+  std::map<std::string, std::string> content;
+  for (int i = 11; i >= 0; --i) {  // created z-to-a: inode order is not name order
+    const std::string p = d + (i % 2 ? "/a/f" : "/b/f") + std::to_string(100 + i);
+    content[p] = Pattern(5000 + static_cast<size_t>(i) * 100, static_cast<unsigned>(i));
+    WriteBytes(p, content[p]);
+    paths.push_back(p);
+  }
+  Sh("sync");
+  ASSERT_EQ(Sh(env_ + kBin + "pdm-migrate " + d).rc, 0);
+  std::vector<std::pair<std::tuple<uint64_t, uint64_t, uint64_t, uint64_t>, std::string>> by_key;
+  for (const std::string& p : paths) {
+    const auto s = StateOf(p);
+    ASSERT_TRUE(s.Has(pdm::hsm::kReleased)) << p;
+    by_key.emplace_back(KeyNumbers(s.key), p);
+  }
+  std::sort(by_key.begin(), by_key.end());
+  std::vector<std::string> want;
+  for (const auto& [k, p] : by_key) want.push_back(p);
+  std::vector<std::string> by_path = want;
+  std::sort(by_path.begin(), by_path.end());
+  ASSERT_NE(want, by_path) << "the key order must differ from the path order for this test to mean anything";
+
+  // The list in path order; the recalls go in key order.
+  const std::string list = lc_.dir() + "/recall.txt";
+  {
+    std::ofstream l(list);
+    for (const std::string& p : by_path) l << p << "\n";
+  }
+  Ran dry = Sh(env_ + kBin + "pdm-recall --dryrun -i " + list);
+  ASSERT_EQ(dry.rc, 0) << dry.err;
+  EXPECT_EQ(OrderedLines(dry.out), want);
+  // Small requests: still one order across them.
+  Ran small = Sh(env_ + kBin + "pdm-recall --dryrun --batch-bytes 12K -i " + list);
+  ASSERT_EQ(small.rc, 0) << small.err;
+  EXPECT_EQ(OrderedLines(small.out), want);
+  // A walk of the tree is ordered the same way.
+  Ran walk = Sh(env_ + kBin + "pdm-recall --dryrun " + d);
+  EXPECT_EQ(OrderedLines(walk.out), want);
+  // Under mpirun rank 0 orders everything and deals the requests; together
+  // the processes send every file once.
+  Ran m = Sh(env_ + "mpirun --allow-run-as-root --oversubscribe -np 2 " + kBin +
+             "pdm-recall --dryrun --batch-bytes 12K -i " + list);
+  ASSERT_EQ(m.rc, 0) << m.err;
+  EXPECT_EQ(Lines(m.out), std::set<std::string>(want.begin(), want.end()));
+  EXPECT_EQ(OrderedLines(m.out).size(), want.size());
+
+  Ran run = Sh(env_ + kBin + "pdm-recall --json -i " + list);
+  ASSERT_EQ(run.rc, 0) << run.err;
+  auto j = nlohmann::json::parse(run.out, nullptr, false);
+  EXPECT_EQ(j["ok"], 12u) << run.out;
+  for (const std::string& p : paths) {
+    EXPECT_FALSE(StateOf(p).Has(pdm::hsm::kReleased)) << p;
+    EXPECT_TRUE(ReadAll(p) == content[p]) << p;
+  }
 }
 
 }  // namespace
