@@ -73,6 +73,10 @@
 // host, whose changes the filesystem mark sees too) raise nothing, so a DM
 // application's dm_set_dmattr or dm_write_invis raises no ATTRIBUTE. DESTROY
 // is the exception: it happens when the last link goes, whoever unlinked.
+// The socket check runs when the event is read: a process that has exited
+// or closed its connection by then is not recognised (nothing is left to
+// look at), so a DM application's changes just before it exits may raise
+// events.
 //
 // Thread-safety: Start/Stop from one thread. One reader thread; raising is
 // asynchronous (Node::RaiseAsync), so the reader never waits for a session.
