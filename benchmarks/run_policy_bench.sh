@@ -114,7 +114,11 @@ t_sel=$(secs on_node 1 "$bin/pdm-migrate" --dryrun --policy "$work/policy.toml" 
 n_sel=$(grep -c '^migrate ' "$work/last.out" || true)
 [ "$n_find" = "$sel_files" ] && [ "$n_sel" = "$sel_files" ] ||
   { echo "run_policy_bench: selected $n_sel (find: $n_find), expected $sel_files" >&2; exit 1; }
-log "selection: find ${t_find}s, pdm-migrate --dryrun ${t_sel}s ($sel_files of $entries entries)"
+# What the tool costs before it looks at a file (MPI_Init, the policy, an
+# empty walk): on a small tree it is most of the selection time.
+mkdir -p "$work/empty"
+t_start=$(secs on_node 1 "$bin/pdm-migrate" --dryrun --policy "$work/policy.toml" "$work/empty")
+log "selection: find ${t_find}s, pdm-migrate --dryrun ${t_sel}s ($sel_files of $entries entries; start-up ${t_start}s)"
 
 # (2) migrate vs find + cp + sync of the same files
 drop
@@ -157,10 +161,11 @@ log "recall: cp back ${t_back}s, pdm-recall ${t_rec}s; data verified"
 "$lc" down "$cur" > /dev/null
 cur=""
 
-python3 - "$sel_files" "$sel_bytes" "$entries" "$t_find" "$t_sel" "$t_cp" "$t_mig" "$t_back" "$t_rec" "$cold" <<'PY'
+python3 - "$sel_files" "$sel_bytes" "$entries" "$t_find" "$t_sel" "$t_cp" "$t_mig" "$t_back" "$t_rec" "$cold" "$t_start" <<'PY'
 import sys
 files, nbytes, entries = map(int, sys.argv[1:4])
 tf, ts, tc, tm, tb, tr = map(float, sys.argv[4:10])
+t0 = float(sys.argv[11])
 mib = nbytes / 1048576
 print(f"policy-selected set: {files} files, {mib:.0f} MiB, of {entries} entries (larger_than 512K); caches {sys.argv[10]}")
 print(f"{'step':44} {'baseline':>12} {'pdm':>12} {'unit':>9} {'ratio':>7}")
@@ -169,5 +174,7 @@ def row(name, b, p, unit):
 row("select (find -size / migrate --dryrun)", entries / tf, entries / ts, "entries/s")
 row("migrate (find+cp+sync / pdm-migrate)", mib / tc, mib / tm, "MiB/s")
 row("recall back (cp+sync / pdm-recall -i)", mib / tb, mib / tr, "MiB/s")
+print(f"pdm start-up (MPI_Init, policy, empty walk): {t0:.2f} s of the {ts:.2f} s selection; "
+      f"without it {entries / max(ts - t0, 1e-6):.0f} entries/s")
 print("ratio = pdm speed / baseline speed (> 1: pdm faster); pdm-migrate also frees the space, cp does not")
 PY
