@@ -112,8 +112,10 @@ n_find=$(wc -l < "$work/last.out")
 drop
 t_sel=$(secs on_node 1 "$bin/pdm-migrate" --dryrun --policy "$work/policy.toml" "$tree1")
 n_sel=$(grep -c '^migrate ' "$work/last.out" || true)
-[ "$n_find" = "$sel_files" ] && [ "$n_sel" = "$sel_files" ] ||
-  { echo "run_policy_bench: selected $n_sel (find: $n_find), expected $sel_files" >&2; exit 1; }
+if [ "$n_find" != "$sel_files" ] || [ "$n_sel" != "$sel_files" ]; then
+  echo "run_policy_bench: selected $n_sel (find: $n_find), expected $sel_files" >&2
+  exit 1
+fi
 # What the tool costs before it looks at a file (MPI_Init, the policy, an
 # empty walk): on a small tree it is most of the selection time.
 mkdir -p "$work/empty"

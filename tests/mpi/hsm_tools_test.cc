@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -425,7 +426,41 @@ max_count = 3
     listed.insert(l.substr(8));
   }
   EXPECT_EQ(listed, want);
+  // Two processes walk shares of the tree; the limit is cut over both, so
+  // together they list the same three.
+  Ran dry2 = Sh(env_ + "mpirun --allow-run-as-root --oversubscribe -np 2 " + kBin + "pdm-migrate --dryrun --policy " +
+                pol + " " + d);
+  ASSERT_EQ(dry2.rc, 0) << dry2.err;
+  EXPECT_EQ(Lines(dry2.out), Lines(dry.out));
   for (const auto& [rel, bytes] : content) EXPECT_EQ(StateOf(d + "/" + rel).flags, 0u) << "a dry run sends nothing";
+
+  // The trigger, as pdm-purge has it: below the high watermark nothing; at
+  // it, migrate rules take files (allocated bytes, largest first here) until
+  // the low watermark is reached — set so ~700 KiB must go: sub/big3
+  // (600 KiB) is not enough, big2 gets there, nothing more.
+  struct statvfs sv;
+  ASSERT_EQ(::statvfs(d.c_str(), &sv), 0);
+  const double used = double(sv.f_blocks - sv.f_bfree) * double(sv.f_frsize),
+               total = used + double(sv.f_bavail) * double(sv.f_frsize);
+  // Fractions, not "NN%": percentages would round the budget.
+  auto trig = [&](const std::string& name, double high, double low) {
+    char high_s[64], low_s[64];
+    std::snprintf(high_s, sizeof high_s, "%.10f", high);
+    std::snprintf(low_s, sizeof low_s, "%.10f", low);
+    return PolicyFile(lc_.dir(), name, std::string("[trigger]\npath = \"") + d + "\"\nhigh = " + high_s + "\nlow = " + low_s +
+                                           "\n[[class]]\nname = \"big\"\nlarger_than = \"200K\"\nexclude = \"*.keep\"\n"
+                                           "[[rule]]\nname = \"m\"\naction = \"migrate\"\nclass = \"big\"\n"
+                                           "order = \"size\"\n");
+  };
+  Ran quiet = Sh(env_ + kBin + "pdm-migrate --dryrun --json --policy " + trig("quiet.toml", (used + 4096 * 1024) / total, 0.01) + " " + d);
+  ASSERT_EQ(quiet.rc, 0) << quiet.err;
+  auto qj = nlohmann::json::parse(quiet.out, nullptr, false);
+  EXPECT_EQ(qj["triggered"], false) << quiet.out;
+  EXPECT_EQ(qj["files"], 0u) << quiet.out;
+  const double low = (used - 700 * 1024) / total;  // at or above high runs, so high = low
+  Ran busy = Sh(env_ + kBin + "pdm-migrate --dryrun --policy " + trig("busy.toml", low, low) + " " + d);
+  ASSERT_EQ(busy.rc, 0) << busy.err;
+  EXPECT_EQ(Lines(busy.out), (std::set<std::string>{"migrate " + d + "/sub/big3", "migrate " + d + "/big2"}));
 
   Ran run = Sh(env_ + kBin + "pdm-migrate --json --policy " + pol + " " + d);
   ASSERT_EQ(run.rc, 0) << run.err;
