@@ -1,12 +1,15 @@
 #include "dmapi/context.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <thread>
 
 #include "common/posix.h"
 
@@ -59,6 +62,41 @@ struct CachedFd {
   int64_t opened_ns;
 };
 std::map<std::pair<std::string, int>, CachedFd> open_fds;  // GUARDED_BY(cache_mu)
+bool reaper_running = false;                                 // GUARDED_BY(cache_mu)
+
+void DropExpiredLocked(int64_t now) {
+  std::erase_if(open_fds, [&](const auto& kv) { return now - kv.second.opened_ns >= kCacheTtlNs; });
+}
+
+// A cached fd pins its file: a deleted file's blocks are not freed and its
+// file system cannot be unmounted while we hold it. So entries go when they
+// expire even if this process makes no more calls: a detached thread, one
+// per process, started with the first cached fd, sweeps every TTL.
+void StartReaperLocked() {
+  if (reaper_running) return;
+  static const bool at_fork = [] {
+    // A forked child has no reaper thread (and need not keep the parent's
+    // fds): it starts afresh.
+    // The cache lock is held across fork, so the child's copy of the map
+    // is never caught half-modified.
+    ::pthread_atfork([] { cache_mu.lock(); }, [] { cache_mu.unlock(); },
+                     [] {
+                       open_fds.clear();
+                       reaper_running = false;
+                       cache_mu.unlock();
+                     });
+    return true;
+  }();
+  (void)at_fork;
+  reaper_running = true;
+  std::thread([] {
+    for (;;) {
+      std::this_thread::sleep_for(std::chrono::nanoseconds(kCacheTtlNs));
+      std::lock_guard<std::mutex> lk(cache_mu);
+      DropExpiredLocked(MonotonicNs());
+    }
+  }).detach();
+}
 
 }  // namespace
 
@@ -140,11 +178,10 @@ Result<UniqueFd> OpenHandle(const dm::Handle& h, int flags) {
   UniqueFd keep(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
   if (keep.valid()) {
     std::lock_guard<std::mutex> lk(cache_mu);
-    if (open_fds.size() >= kMaxCachedFds) std::erase_if(open_fds, [&](const auto& kv) {
-        return now - kv.second.opened_ns >= kCacheTtlNs;
-      });
+    DropExpiredLocked(now);
     if (open_fds.size() >= kMaxCachedFds) open_fds.erase(open_fds.begin());
     open_fds[key] = CachedFd{std::move(keep), now};
+    StartReaperLocked();
   }
   return fd;
 }

@@ -14,11 +14,13 @@
 #include <sys/wait.h>
 #include <sys/xattr.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "dmapi_child.h"
 
@@ -1019,6 +1021,45 @@ TEST(DmapiObjects, EventListsConfigMountinfoRightsAndErrors) {
               CHILD_FAILS(dm_read_invis(1, m.h, m.hl, DM_NO_TOKEN, 0, 4, buf), EPERM);
               return 0;
             }));
+}
+
+// The files this process holds open that have been deleted.
+std::vector<std::string> DeletedOpenFiles() {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    auto target = std::filesystem::read_symlink(e.path(), ec);
+    if (!ec && target.string().ends_with(" (deleted)")) out.push_back(target.string());
+  }
+  return out;
+}
+
+TEST(DmapiObjects, CachedObjectFdsNeverPinADeletedFile) {
+  // The library keeps files opened by handle for a moment (invisible I/O
+  // would otherwise pay open_by_handle_at per call). A file deleted after
+  // such a call must not stay open behind the caller's back, even if the
+  // process makes no more calls: its blocks would never be freed.
+  LocalCluster lc(1);
+  ASSERT_TRUE(lc.up());
+  const std::string f = lc.View(0) + "/soon-gone.bin";
+  WriteFile(f, std::string(1 << 20, 'x'));
+  Child c = Child::Start(lc, 0, [&](FILE* r, FILE* w) {
+    dm_sessid_t sid = NewSession("pin");
+    Obj o = HandleOf(f);
+    char buf[4096];
+    CHILD_CHECK(dm_read_invis(sid, o.h, o.hl, DM_NO_TOKEN, 0, sizeof buf, buf) == static_cast<dm_ssize_t>(sizeof buf));
+    std::fprintf(w, "read\n");
+    CHILD_CHECK(ReadLineFromFile(r) == "deleted");
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // > the cache's 1 s lifetime
+    auto held = DeletedOpenFiles();
+    for (const auto& h : held) std::fprintf(stderr, "still open: %s\n", h.c_str());
+    CHILD_CHECK(held.empty());
+    return 0;
+  });
+  ASSERT_EQ(c.ReadLine(), "read");
+  ASSERT_EQ(::unlink(f.c_str()), 0);
+  c.Send("deleted");
+  EXPECT_CHILD_OK(c.Wait());
 }
 
 }  // namespace
