@@ -64,6 +64,10 @@ Result<size_t> ReadInvisible(int fd, uint64_t off, std::span<uint8_t> buf) {
   return done;
 }
 
+namespace {
+constexpr size_t kWritebackHint = 1u << 20;
+}  // namespace
+
 Result<size_t> WriteInvisible(int fd, uint64_t off, std::span<const uint8_t> buf, bool sync) {
   struct stat before;
   if (::fstat(fd, &before) != 0) return PosixError("fstat", FdName(fd), errno);
@@ -79,6 +83,13 @@ Result<size_t> WriteInvisible(int fd, uint64_t off, std::span<const uint8_t> buf
     }
     done += static_cast<size_t>(n);
   }
+
+  // Start write-back of a big write now (a hint; fsync reports errors). An
+  // HSM recall writes a file in slices from several threads and syncs it at
+  // the end; without this the kernel would hold all of it dirty until then,
+  // and the recall would cost reading plus writing instead of the larger.
+  if (done >= kWritebackHint && !sync)
+    (void)::sync_file_range(fd, static_cast<off_t>(off), static_cast<off_t>(done), SYNC_FILE_RANGE_WRITE);
 
   // Restore even after a partial failure: the bytes that did land moved mtime.
   timespec times[2] = {before.st_atim, before.st_mtim};

@@ -45,7 +45,8 @@ Result<size_t> ReadInvisible(int fd, uint64_t off, std::span<uint8_t> buf);
 // back to their values before the write (ctime moves; Linux cannot restore
 // it). sync = DM_WRITE_SYNC: the data and metadata are on stable storage
 // before return (fdatasync). May extend the file; a write that fails midway
-// reports the error, and the bytes already written stay.
+// reports the error, and the bytes already written stay. Without sync, a
+// write of 1 MiB or more starts its write-back at once (sync_file_range).
 Result<size_t> WriteInvisible(int fd, uint64_t off, std::span<const uint8_t> buf, bool sync);
 
 // ---- holes ------------------------------------------------------------------

@@ -144,6 +144,29 @@ herr_t CountDataset(hid_t /*obj*/, const char* /*name*/, const H5O_info_t* info,
   return 0;
 }
 
+// A new chunk dataset at ds_path of file (its container's path in `where`),
+// replacing an earlier put of the same chunk (a reassigned task). Contiguous
+// and allocated at creation: the raw bytes have their file offset from the
+// start (reads and streaming writes use it directly), and no fill value is
+// ever written over them.
+Result<H5Id> CreateDataset(hid_t file, const std::string& where, const std::string& ds_path, uint64_t length,
+                           bool replace) {
+  if (replace && H5Ldelete(file, ds_path.c_str(), H5P_DEFAULT) < 0)
+    return H5Failure("H5Ldelete", where + ":" + ds_path);
+  H5Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+  H5Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  if (!lcpl.valid() || !dcpl.valid() || H5Pset_create_intermediate_group(lcpl.get(), 1) < 0 ||
+      H5Pset_layout(dcpl.get(), H5D_CONTIGUOUS) < 0 || H5Pset_alloc_time(dcpl.get(), H5D_ALLOC_TIME_EARLY) < 0 ||
+      H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER) < 0)
+    return H5Failure("H5Pcreate", "dataset properties");
+  hsize_t dims[1] = {length};
+  H5Id space(H5Screate_simple(1, dims, nullptr), H5Sclose);
+  H5Id ds(H5Dcreate2(file, ds_path.c_str(), H5T_STD_U8LE, space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT),
+          H5Dclose);
+  if (!ds.valid()) return H5Failure("H5Dcreate2", where + ":" + ds_path);
+  return ds;
+}
+
 std::string DatasetPath(const std::string& key, uint32_t index) {
   return "/objects/" + key + "/c" + std::to_string(index);
 }
@@ -210,6 +233,8 @@ struct Hdf5Archive::Container {
   bool dirty = false;       // kAtFlush writes not yet durable
   bool dir_synced = false;  // the container's directory entry is durable
   Status broken;            // a failed write: no more writes; Flush reports it
+  int writers = 0;          // streaming sinks with a dataset here (not sealed under them)
+  bool sealing = false;     // a seal waits for the writers: no new datasets
   std::set<std::string> datasets;                           // written here
   std::map<std::string, std::vector<std::string>> by_key;  // key → its datasets here
 };
@@ -241,8 +266,8 @@ Hdf5Archive::Hdf5Archive(std::string dir, uint32_t id, ArchiveOptions opts, Uniq
     : Archive(dir, id), opts_(std::move(opts)), root_fd_(std::move(root_fd)), store_(dir + "/manifests") {}
 
 Hdf5Archive::~Hdf5Archive() {
-  std::lock_guard lk(Hdf5LibraryMutex());
-  Status st = SealLocked();
+  std::unique_lock lk(Hdf5LibraryMutex());
+  Status st = SealLocked(lk);
   if (!st.ok()) spdlog::error("hdf5 archive {}: seal at close: {}", dir(), st.ToString());
 }
 
@@ -300,9 +325,18 @@ Status Hdf5Archive::SyncOpenLocked() {
   return Status::Ok();
 }
 
-Status Hdf5Archive::SealLocked() {
+Status Hdf5Archive::SealLocked(std::unique_lock<std::mutex>& lk) {
   if (!open_) return Status::Ok();
+  if (open_->sealing) {  // another thread is sealing it: wait for that
+    cv_.wait(lk, [&] { return !open_ || !open_->sealing; });
+    return Status::Ok();
+  }
+  // Streaming sinks write raw bytes into their datasets outside the lock;
+  // the container closes (and is fsynced) only after the last one is done.
+  open_->sealing = true;
+  cv_.wait(lk, [&] { return open_->writers == 0; });
   std::unique_ptr<Container> c = std::move(open_);
+  cv_.notify_all();
   Status st = c->broken;
   if (c->file.Close() < 0 && st.ok()) st = H5Failure("H5Fclose", c->path);
   if (st.ok() && ::fsync(c->fd.get()) != 0) st = ArchiveIoError("fsync", c->path, errno);
@@ -315,6 +349,17 @@ Status Hdf5Archive::SealLocked() {
   return c->dirty ? st : Status::Ok();
 }
 
+Status Hdf5Archive::ContainerForLocked(std::unique_lock<std::mutex>& lk, uint64_t bytes) {
+  cv_.wait(lk, [&] { return !open_ || !open_->sealing; });
+  if (open_ && !open_->broken.ok()) PDM_RETURN_IF_ERROR(SealLocked(lk));
+  // Full: seal it, unless sinks are still writing into it (then it takes
+  // this chunk too; the size limit is a target, not a hard cap).
+  if (open_ && open_->bytes > 0 && open_->bytes + bytes > opts_.container_max_bytes && open_->writers == 0)
+    PDM_RETURN_IF_ERROR(SealLocked(lk));
+  if (!open_) PDM_RETURN_IF_ERROR(OpenNewContainerLocked());
+  return Status::Ok();
+}
+
 Result<ChunkRef> Hdf5Archive::PutChunk(const std::string& key, uint32_t index, uint64_t offset,
                                        std::span<const uint8_t> data, Durability durability) {
   PDM_RETURN_IF_ERROR(ValidateKey(key));
@@ -325,11 +370,8 @@ Result<ChunkRef> Hdf5Archive::PutChunk(const std::string& key, uint32_t index, u
   Checksum128 sum = Xxh3_128(data);
   const std::string ds_path = DatasetPath(key, index);
 
-  std::lock_guard lk(Hdf5LibraryMutex());
-  if (open_ && !open_->broken.ok()) PDM_RETURN_IF_ERROR(SealLocked());
-  if (open_ && open_->bytes > 0 && open_->bytes + data.size() > opts_.container_max_bytes)
-    PDM_RETURN_IF_ERROR(SealLocked());
-  if (!open_) PDM_RETURN_IF_ERROR(OpenNewContainerLocked());
+  std::unique_lock lk(Hdf5LibraryMutex());
+  PDM_RETURN_IF_ERROR(ContainerForLocked(lk, data.size()));
   Container& c = *open_;
   hid_t file = c.file.get();
 
@@ -337,19 +379,9 @@ Result<ChunkRef> Hdf5Archive::PutChunk(const std::string& key, uint32_t index, u
     c.broken = st;
     return st;
   };
-  if (c.datasets.count(ds_path) && H5Ldelete(file, ds_path.c_str(), H5P_DEFAULT) < 0)
-    return fail(H5Failure("H5Ldelete", c.path + ":" + ds_path));
-
-  H5Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
-  H5Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
-  if (!lcpl.valid() || !dcpl.valid() || H5Pset_create_intermediate_group(lcpl.get(), 1) < 0 ||
-      H5Pset_layout(dcpl.get(), H5D_CONTIGUOUS) < 0 || H5Pset_alloc_time(dcpl.get(), H5D_ALLOC_TIME_EARLY) < 0)
-    return fail(H5Failure("H5Pcreate", "dataset properties"));
-  hsize_t dims[1] = {data.size()};
-  H5Id space(H5Screate_simple(1, dims, nullptr), H5Sclose);
-  H5Id ds(H5Dcreate2(file, ds_path.c_str(), H5T_STD_U8LE, space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT),
-          H5Dclose);
-  if (!ds.valid()) return fail(H5Failure("H5Dcreate2", c.path + ":" + ds_path));
+  auto created = CreateDataset(file, c.path, ds_path, data.size(), c.datasets.count(ds_path) > 0);
+  if (!created.ok()) return fail(created.status());
+  H5Id ds = std::move(*created);
   c.datasets.insert(ds_path);
   c.by_key[key].push_back(ds_path);
   // A dataset that failed half way must not stay listed as if it held the
@@ -378,9 +410,140 @@ Result<ChunkRef> Hdf5Archive::PutChunk(const std::string& key, uint32_t index, u
   return ChunkRef{index, offset, data.size(), c.rel + "#" + ds_path + "@" + std::to_string(addr), sum};
 }
 
+// A chunk streamed into its dataset's raw bytes. The container stays open
+// (SealLocked waits) until the sink is finished or dropped.
+class Hdf5Archive::Sink final : public ChunkSink {
+ public:
+  Sink(Hdf5Archive* a, Container* c, H5Id ds, std::string key, std::string ds_path, uint32_t index,
+       uint64_t offset, uint64_t length, uint64_t addr)
+      : archive_(a),
+        c_(c),
+        ds_(std::move(ds)),
+        key_(std::move(key)),
+        ds_path_(std::move(ds_path)),
+        index_(index),
+        offset_(offset),
+        length_(length),
+        addr_(addr) {}
+
+  ~Sink() override {
+    if (finished_) return;
+    std::lock_guard lk(Hdf5LibraryMutex());
+    // Dropped half way: the dataset must not look like a stored chunk.
+    ds_.reset();
+    H5Ldelete(c_->file.get(), ds_path_.c_str(), H5P_DEFAULT);
+    H5Eclear2(H5E_DEFAULT);
+    c_->datasets.erase(ds_path_);
+    auto& mine = c_->by_key[key_];
+    mine.erase(std::remove(mine.begin(), mine.end(), ds_path_), mine.end());
+    if (mine.empty()) c_->by_key.erase(key_);
+    --c_->writers;
+    archive_->cv_.notify_all();
+  }
+
+  Status Write(std::span<const uint8_t> data) override {
+    if (data.size() > length_ - done_)
+      return InvalidArgument("chunk " + std::to_string(index_) + " of '" + key_ + "': more bytes than its length");
+    for (size_t k = 0; k < data.size();) {
+      const size_t len = std::min<size_t>(kSlice, data.size() - k);
+      hash_.Update(data.subspan(k, len));
+      for (size_t w = 0; w < len;) {
+        const ssize_t n = ::pwrite(c_->fd.get(), data.data() + k + w, len - w, static_cast<off_t>(addr_ + done_ + w));
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          return ArchiveIoError("pwrite", c_->path + ":" + ds_path_, errno);
+        }
+        w += static_cast<size_t>(n);
+      }
+      done_ += len;
+      k += len;
+    }
+    if (done_ - started_ >= kWritebackBytes) {
+      (void)::sync_file_range(c_->fd.get(), static_cast<off_t>(addr_ + started_),
+                              static_cast<off_t>(done_ - started_), SYNC_FILE_RANGE_WRITE);
+      started_ = done_;
+    }
+    return Status::Ok();
+  }
+
+  Result<ChunkRef> Finish(Durability durability) override {
+    if (done_ != length_)
+      return InvalidArgument("chunk " + std::to_string(index_) + " of '" + key_ + "': " + std::to_string(done_) +
+                             " of " + std::to_string(length_) + " bytes written");
+    const Checksum128 sum = hash_.Digest();
+    std::lock_guard lk(Hdf5LibraryMutex());
+    PDM_RETURN_IF_ERROR(c_->broken);
+    auto fail = [&](Status st) {
+      c_->broken = st;
+      return st;
+    };
+    if (Status st = WriteStringAttr(ds_.get(), "xxh3_128", sum.Hex()); !st.ok()) return fail(st);
+    if (ds_.Close() < 0) return fail(H5Failure("H5Dclose", c_->path + ":" + ds_path_));
+    // While we count as a writer the container is open_ (a seal waits).
+    if (durability == Durability::kNow) {
+      PDM_RETURN_IF_ERROR(archive_->SyncOpenLocked());
+    } else {
+      c_->dirty = true;
+    }
+    ChunkRef ref{index_, offset_, length_, c_->rel + "#" + ds_path_ + "@" + std::to_string(addr_), sum};
+    // Done with the container: from here a seal need not wait for us.
+    finished_ = true;
+    --c_->writers;
+    archive_->cv_.notify_all();
+    return ref;
+  }
+
+ private:
+  static constexpr uint64_t kWritebackBytes = 8ull << 20;
+  static constexpr size_t kSlice = 1 << 20;
+  Hdf5Archive* const archive_;
+  Container* const c_;
+  H5Id ds_;  // open until Finish (its checksum attribute comes last)
+  const std::string key_;
+  const std::string ds_path_;
+  const uint32_t index_;
+  const uint64_t offset_;
+  const uint64_t length_;
+  const uint64_t addr_;  // file offset of the raw bytes
+  Hasher hash_;
+  uint64_t done_ = 0;
+  uint64_t started_ = 0;  // bytes whose write-back was started
+  bool finished_ = false;
+};
+
+Result<std::unique_ptr<ChunkSink>> Hdf5Archive::OpenChunk(const std::string& key, uint32_t index, uint64_t offset,
+                                                          uint64_t length) {
+  if (length < kStreamBytes) return Archive::OpenChunk(key, index, offset, length);
+  PDM_RETURN_IF_ERROR(ValidateKey(key));
+  if (offset > UINT64_MAX - length) return InvalidArgument("OpenChunk('" + key + "'): offset overflows");
+  if (::access(store_.PathOf(key).c_str(), F_OK) == 0)
+    return AlreadyExists("archive object '" + key + "' is already committed");
+  const std::string ds_path = DatasetPath(key, index);
+
+  std::unique_lock lk(Hdf5LibraryMutex());
+  PDM_RETURN_IF_ERROR(ContainerForLocked(lk, length));
+  Container& c = *open_;
+  auto fail = [&](Status st) {
+    c.broken = st;
+    return st;
+  };
+  auto ds = CreateDataset(c.file.get(), c.path, ds_path, length, c.datasets.count(ds_path) > 0);
+  if (!ds.ok()) return fail(ds.status());
+  for (Status st : {WriteU64Attr(ds->get(), "offset", offset), WriteStringAttr(ds->get(), "key", key)})
+    if (!st.ok()) return fail(st);
+  const haddr_t addr = H5Dget_offset(ds->get());
+  if (addr == HADDR_UNDEF) return fail(Internal(c.path + ":" + ds_path + ": raw data has no file offset"));
+  c.datasets.insert(ds_path);
+  c.by_key[key].push_back(ds_path);
+  c.bytes += length;  // counted now: the size limit sees chunks still streaming
+  ++c.writers;
+  return std::unique_ptr<ChunkSink>(
+      new Sink(this, &c, std::move(*ds), key, ds_path, index, offset, length, static_cast<uint64_t>(addr)));
+}
+
 Status Hdf5Archive::Flush() {
-  std::lock_guard lk(Hdf5LibraryMutex());
-  return SealLocked();
+  std::unique_lock lk(Hdf5LibraryMutex());
+  return SealLocked(lk);
 }
 
 Status Hdf5Archive::Commit(std::span<const ObjectManifest> batch, size_t* committed) {

@@ -40,6 +40,7 @@
 // Thread-safety: Hdf5Archive is thread-safe.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -75,6 +76,13 @@ class Hdf5Archive final : public Archive {
   std::string_view kind() const override { return "hdf5"; }
   Result<ChunkRef> PutChunk(const std::string& key, uint32_t index, uint64_t offset,
                             std::span<const uint8_t> data, Durability durability) override;
+  // Chunks of kStreamBytes or more stream: the dataset is created (and
+  // allocated) first, under the library lock; the raw bytes then go to its
+  // file offset with plain pwrite, outside the lock, so several threads
+  // write one container at once; Finish adds the checksum attribute. Smaller
+  // chunks are buffered and put whole (one lock, one H5Dwrite).
+  Result<std::unique_ptr<ChunkSink>> OpenChunk(const std::string& key, uint32_t index, uint64_t offset,
+                                               uint64_t length) override;
   Status Flush() override;
   Status Commit(std::span<const ObjectManifest> batch, size_t* committed) override;
   using Archive::Commit;
@@ -91,9 +99,16 @@ class Hdf5Archive final : public Archive {
   struct Container;  // one open container (HDF5 ids + our fd + lock)
   Hdf5Archive(std::string dir, uint32_t id, ArchiveOptions opts, UniqueFd root_fd);
 
-  // All under Hdf5LibraryMutex().
+  class Sink;
+  static constexpr uint64_t kStreamBytes = 1ull << 20;
+
+  // All under Hdf5LibraryMutex() (lk holds it; waits release it).
+  // The open container for a chunk of `bytes`: waits out a seal in
+  // progress, seals a full or broken one, opens a new one.
+  Status ContainerForLocked(std::unique_lock<std::mutex>& lk, uint64_t bytes);
   Status OpenNewContainerLocked();
-  Status SealLocked();
+  // Waits for the open container's sinks, then closes and fsyncs it.
+  Status SealLocked(std::unique_lock<std::mutex>& lk);
   Status SyncOpenLocked();
   Status DropDatasets(const std::string& key, const std::vector<Hdf5Location>& locs);
 
@@ -103,6 +118,7 @@ class Hdf5Archive final : public Archive {
   // GUARDED_BY(Hdf5LibraryMutex())
   std::unique_ptr<Container> open_;
   uint64_t next_seq_ = 0;
+  std::condition_variable cv_;  // open_->writers and open_->sealing changed
 };
 
 }  // namespace pdm::hsm

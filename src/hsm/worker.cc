@@ -10,7 +10,11 @@
 namespace pdm::hsm {
 
 namespace {
-constexpr size_t kIoBytes = 8u << 20;  // one dm_read_invis / dm_write_invis
+// One dm_read_invis / dm_write_invis. Small enough that the slice is still
+// in the CPU cache when it is hashed and copied again (8 MiB slices from 16
+// threads spilled it: the second copy then cost more than the disk), large
+// enough that the per-call DMAPI cost stays small.
+constexpr size_t kIoBytes = 256u << 10;
 }
 
 Worker::Worker(Options opts, Archive* archive) : opts_(opts), archive_(archive) {}

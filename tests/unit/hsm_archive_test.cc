@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -561,6 +562,66 @@ TEST(HsmHdf5Archive, ContainersAreReadableWithH5lsAndH5dump) {
     ASSERT_TRUE(m.ok());
     std::vector<uint8_t> back(m->size);
     ASSERT_TRUE((*a)->ReadChunk(*m, 0, back).ok());
+  }
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
+TEST(HsmHdf5Archive, StreamingSinksShareAContainerAndASealWaitsForThem) {
+  // Two big chunks stream into one container at once (raw pwrite outside
+  // the library lock); a Flush that comes while one is still open waits for
+  // it, and the sealed container shows both datasets with their checksums.
+  char tmpl[] = "/tmp/pdm_hsm_h5_XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  {
+    ArchiveOptions opts;
+    opts.writer = "streamer";
+    auto a = Archive::Open("hdf5:" + dir, 2, opts);
+    ASSERT_TRUE(a.ok()) << a.status().ToString();
+    const uint64_t cs = 2 << 20;
+    auto data = Data(2 * cs, 9);
+    auto s0 = (*a)->OpenChunk("k/big/v1", 0, 0, cs);
+    auto s1 = (*a)->OpenChunk("k/big/v1", 1, cs, cs);
+    ASSERT_TRUE(s0.ok() && s1.ok());
+    ASSERT_TRUE((*s0)->Write(std::span(data).first(cs)).ok());
+    ASSERT_TRUE((*s1)->Write(std::span(data).subspan(cs, cs / 2)).ok());
+    auto r0 = (*s0)->Finish(Durability::kAtFlush);  // finished: no longer holds the container
+    ASSERT_TRUE(r0.ok()) << r0.status().ToString();
+    std::atomic<bool> flushed{false};
+    std::thread flusher([&] {
+      EXPECT_TRUE((*a)->Flush().ok());
+      flushed = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    EXPECT_FALSE(flushed.load()) << "the seal must wait for the open sink";
+    ASSERT_TRUE((*s1)->Write(std::span(data).subspan(cs + cs / 2, cs / 2)).ok());
+    auto r1 = (*s1)->Finish(Durability::kAtFlush);
+    ASSERT_TRUE(r1.ok()) << r1.status().ToString();
+    flusher.join();
+    EXPECT_TRUE(flushed.load());
+    EXPECT_EQ(ParseHdf5Location(r0->where)->container, ParseHdf5Location(r1->where)->container);
+    auto m = BuildManifest("k/big/v1", data.size(), cs, {*r0, *r1});
+    ASSERT_TRUE(m.ok());
+    ASSERT_TRUE((*a)->Commit(*m).ok());
+    std::vector<uint8_t> back(cs);
+    ASSERT_TRUE((*a)->ReadChunk(*m, 1, back).ok());
+    EXPECT_TRUE(std::equal(back.begin(), back.end(), data.begin() + cs));
+
+    // A sink dropped half way leaves no dataset behind.
+    auto s2 = (*a)->OpenChunk("k/dropped/v1", 0, 0, cs);
+    ASSERT_TRUE(s2.ok());
+    ASSERT_TRUE((*s2)->Write(std::span(data).first(1000)).ok());
+    s2->reset();
+    ASSERT_TRUE((*a)->Flush().ok());
+
+    const std::string container = dir + "/containers/streamer-000000.h5";
+    std::string ls = RunCommand("h5ls -r " + container + " 2>&1");
+    EXPECT_NE(ls.find("/objects/k/big/v1/c1"), std::string::npos) << ls;
+    std::string attr = RunCommand("h5dump -a /objects/k/big/v1/c1/xxh3_128 " + container + " 2>&1");
+    EXPECT_NE(attr.find(r1->sum.Hex()), std::string::npos) << attr;
+    std::string ls2 = RunCommand("h5ls -r " + dir + "/containers/streamer-000001.h5 2>&1");
+    EXPECT_EQ(ls2.find("dropped/v1/c0"), std::string::npos) << ls2;
   }
   std::error_code ec;
   fs::remove_all(dir, ec);
