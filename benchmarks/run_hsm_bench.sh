@@ -37,6 +37,8 @@ for t in pdmd pdm-eventd pdm-migrate pdm-archive pdm-release pdm-recall pdm-stat
   [ -x "$bin/$t" ] || { echo "run_hsm_bench: no $bin/$t (build it first)" >&2; exit 2; }
 done
 export PDM_BUILD=$build
+# No deferred inode-table zeroing in the backing store while we time things.
+export PDM_MKFS_EXT4_E=${PDM_MKFS_EXT4_E:-lazy_itable_init=0,lazy_journal_init=0}
 lc=$root/scripts/localcluster.sh
 work=$(mktemp -d "${BENCH_DIR:-/tmp}/pdm-hsm-bench-XXXXXX")
 gen=$(mktemp -d /dev/shm/pdm-hsm-gen-XXXXXX)

@@ -14,6 +14,8 @@
 # lists every rank. MPI bootstrap traffic stays on the loopback interface.
 #
 # Environment: PDM_BUILD (default ./build), PDM_BACKING_SIZE (default 4G),
+# PDM_MKFS_EXT4_E (mkfs.ext4 -E options; the default defers inode-table
+# zeroing to a kernel thread, which benchmarks must not measure),
 # PDM_UP_TIMEOUT seconds (default 60), PDM_LAUNCHER (default mpirun; srun
 # starts the same ranks as one Slurm job step, srun --mpi=pmix, on the Slurm
 # that SLURM_CONF names, e.g. slurm/localslurm.sh's; PDM_SRUN_ARGS adds srun
@@ -39,7 +41,7 @@ cluster_up() {
   rm -f "$dir/state/cluster.json" "$dir/state"/node*.sock
   if ! mountpoint -q "$dir/backing"; then
     if truncate -s "${PDM_BACKING_SIZE:-4G}" "$dir/backing.img" 2>/dev/null &&
-       mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1 "$dir/backing.img" >/dev/null 2>&1 &&
+       mkfs.ext4 -q -F -E "${PDM_MKFS_EXT4_E:-lazy_itable_init=1,lazy_journal_init=1}" "$dir/backing.img" >/dev/null 2>&1 &&
        mount -o loop "$dir/backing.img" "$dir/backing" 2>/dev/null; then
       rmdir "$dir/backing/lost+found" 2>/dev/null || true
     else
