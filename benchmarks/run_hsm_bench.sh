@@ -17,6 +17,9 @@
 #      4 x 256 MiB; the default's row comes from the posix run of (1)
 #  (5) benchmarks/run_events_bench.sh once, against the same build
 #
+# (1) and (2) run BENCH_REPS times (default 3), baseline and pdm in turn,
+# and the table shows the medians.
+#
 # Every measurement starts cold: `sync; echo 3 > /proc/sys/vm/drop_caches`
 # before each timed step (the table says "cached" when that is impossible).
 # The cluster is 4 ranks (scripts/localcluster.sh, 4 GiB loop backing in
@@ -27,7 +30,7 @@
 # each cluster's backing store. Everything is removed at exit, on failure too.
 #
 #   benchmarks/run_hsm_bench.sh [BUILD_DIR]
-#   env: BENCH_DIR (default /tmp), BENCH_SETTINGS=0 skips (4),
+#   env: BENCH_DIR (default /tmp), BENCH_REPS (default 3), BENCH_SETTINGS=0 skips (4),
 #        BENCH_EVENTS=0 skips (5), BENCH_BACKENDS (default "posix hdf5")
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -70,6 +73,8 @@ secs() {
   t1=$(now)
   python3 -c "print($t1 - $t0)"
 }
+# median X...: the middle value (the mean of the middle two for an even count)
+median() { python3 -c "import statistics, sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 # row SECTION NAME BASELINE_VALUE PDM_VALUE UNIT KIND(rate|time|none)
 row() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$results"; }
 mbs() { python3 -c "print($1 / 1048576 / $2)"; }
@@ -141,7 +146,7 @@ find_objects() {  # sets obj: the archive files that hold the only object
 }
 default_label="chunk 64 MiB, 4 threads (default)"
 full_run() {  # full_run BACKEND
-  local be=$1 t tb a b
+  local be=$1 t tb
   up "full-$be" "$be"
   log "$be: cluster up; copying the data into the backing store"
   cp "$gen/big.bin" "$cur/node0/big.bin"
@@ -157,43 +162,52 @@ full_run() {  # full_run BACKEND
   local -a obj
   find_objects "$be"
   local obj_bytes; obj_bytes=$(du -cb "${obj[@]}" | tail -1 | cut -f1)
-  drop
-  # shellcheck disable=SC2016 # sh expands them
-  tb=$(secs sh -c 'cat "$@" > "$0" && sync' "$cur/node0/big.copy" "${obj[@]}")
-  rm -f "$cur/node0/big.copy"
-  drop
-  t=$(secs on_node 2 "$bin/pdm-recall" "$cur/node2/big.bin")
-  cmp -s "$gen/big.bin" "$cur/node0/big.bin" || { echo "run_hsm_bench: $be: recalled data differs" >&2; exit 1; }
-  row "$be" "recall 1 GiB released file (pdm-recall)" "$(mbs "$obj_bytes" "$tb")" "$(mbs $big_bytes "$t")" "MiB/s" rate
-  log "$be: recall baseline ${tb}s ($obj_bytes bytes), pdm-recall ${t}s"
-  # The transparent recall: release again, read through node 3. A recalled
-  # file should be releasable as is; if the HSM thinks it changed, migrate
-  # (re-archive + release) instead, and say so.
-  log "$be: after the recall: $(on_node 1 "$bin/pdm-state" "$cur/node1/big.bin" 2>&1)"
-  if ! on_node 1 "$bin/pdm-release" "$cur/node1/big.bin" > "$work/release.out" 2>&1; then
-    log "$be: pdm-release of the recalled file failed: $(tail -1 "$work/release.out"); using pdm-migrate"
-    t=$(secs on_node 1 "$bin/pdm-migrate" "$cur/node1/big.bin")
-    log "$be: re-migrate ${t}s: $(on_node 1 "$bin/pdm-state" "$cur/node1/big.bin" 2>&1)"
-    find_objects "$be"  # the new version's
-  fi
-  drop
-  read -r a _ _ <<<"$(reader "${obj[0]}" one)"
-  drop
-  local r; r=$(reader "$cur/node3/big.bin" all)
-  read -r b t _ <<<"$r"
-  cmp -s "$gen/big.bin" "$cur/node0/big.bin" || { echo "run_hsm_bench: $be: data read through the view differs" >&2; exit 1; }
-  row "$be" "recall 1 GiB by a read through node 3" "$(mbs "$obj_bytes" "$tb")" "$(mbs $big_bytes "$t")" "MiB/s" rate
-  row "$be" "time to first byte (released / object)" "$(python3 -c "print($a * 1000)")" "$(python3 -c "print($b * 1000)")" "ms" time
-  log "$be: read recall ${t}s, first byte ${b}s (object's first byte ${a}s)"
+  # Each measurement BENCH_REPS times, baseline and pdm taking turns; the
+  # median of each goes in the table (this VM's disk varies run to run).
+  local reps=${BENCH_REPS:-3} k tr fb fo
+  local -a base_t=() recall_t=() read_t=() ttfb=() ttfb_obj=()
+  for ((k = 1; k <= reps; k++)); do
+    drop
+    # shellcheck disable=SC2016 # sh expands them
+    base_t+=("$(secs sh -c 'cat "$@" > "$0" && sync' "$cur/node0/big.copy" "${obj[@]}")")
+    rm -f "$cur/node0/big.copy"
+    drop
+    recall_t+=("$(secs on_node 2 "$bin/pdm-recall" "$cur/node2/big.bin")")
+    cmp -s "$gen/big.bin" "$cur/node0/big.bin" || { echo "run_hsm_bench: $be: recalled data differs" >&2; exit 1; }
+    [ "$k" = 1 ] && log "$be: after the recall: $(on_node 1 "$bin/pdm-state" "$cur/node1/big.bin" 2>&1)"
+    # The transparent recall: release again, read through node 3. A recalled
+    # file is releasable as is (its copy is still current).
+    on_node 1 "$bin/pdm-release" "$cur/node1/big.bin" > "$work/release.out" 2>&1 ||
+      { echo "run_hsm_bench: $be: pdm-release of the recalled file failed: $(tail -1 "$work/release.out")" >&2; exit 1; }
+    drop
+    read -r fo _ _ <<<"$(reader "${obj[0]}" one)"
+    drop
+    read -r fb tr _ <<<"$(reader "$cur/node3/big.bin" all)"
+    cmp -s "$gen/big.bin" "$cur/node0/big.bin" || { echo "run_hsm_bench: $be: data read through the view differs" >&2; exit 1; }
+    read_t+=("$tr") ttfb+=("$fb") ttfb_obj+=("$fo")
+    on_node 1 "$bin/pdm-release" "$cur/node1/big.bin" > /dev/null
+    log "$be: recall rep $k: baseline ${base_t[-1]}s ($obj_bytes bytes), pdm-recall ${recall_t[-1]}s, read ${tr}s (first byte ${fb}s, object's ${fo}s)"
+  done
+  tb=$(median "${base_t[@]}")
+  row "$be" "recall 1 GiB released file (pdm-recall)" "$(mbs "$obj_bytes" "$tb")" "$(mbs $big_bytes "$(median "${recall_t[@]}")")" "MiB/s" rate
+  row "$be" "recall 1 GiB by a read through node 3" "$(mbs "$obj_bytes" "$tb")" "$(mbs $big_bytes "$(median "${read_t[@]}")")" "MiB/s" rate
+  row "$be" "time to first byte (released / object)" "$(python3 -c "print($(median "${ttfb_obj[@]}") * 1000)")" \
+    "$(python3 -c "print($(median "${ttfb[@]}") * 1000)")" "ms" time
 
   # (1) archive throughput, files stay resident.
-  drop
-  tb=$(secs sh -c "cp -r '$cur/node0/src' '$cur/baseline/src' && sync")
-  rm -rf "$cur/baseline/src"
-  drop
-  t=$(secs on_node 1 "$bin/pdm-archive" "$cur/node1/src")
+  base_t=()
+  local -a arch_t=()
+  for ((k = 1; k <= reps; k++)); do
+    drop
+    base_t+=("$(secs sh -c "cp -r '$cur/node0/src' '$cur/baseline/src' && sync")")
+    rm -rf "$cur/baseline/src"
+    drop
+    arch_t+=("$(secs on_node 1 "$bin/pdm-archive" "$cur/node1/src")")
+    log "$be: archive rep $k: baseline ${base_t[-1]}s, pdm-archive ${arch_t[-1]}s"
+    [ "$k" -lt "$reps" ] && on_node 1 "$bin/pdm-remove" "$cur/node1/src" > /dev/null
+  done
+  tb=$(median "${base_t[@]}") t=$(median "${arch_t[@]}")
   row "$be" "archive 4 x 256 MiB (pdm-archive)" "$(mbs $src_bytes "$tb")" "$(mbs $src_bytes "$t")" "MiB/s" rate
-  log "$be: archive baseline ${tb}s, pdm-archive ${t}s"
   if [ "$be" = posix ]; then  # the default row of the settings sweep
     row "settings" "archive 4 x 256 MiB, $default_label" "$(mbs $src_bytes "$tb")" "$(mbs $src_bytes "$t")" "MiB/s" rate
     on_node 1 "$bin/pdm-release" "$cur/node1/src" > /dev/null
