@@ -233,11 +233,23 @@ struct Hdf5Archive::Container {
   bool dirty = false;       // kAtFlush writes not yet durable
   bool dir_synced = false;  // the container's directory entry is durable
   Status broken;            // a failed write: no more writes; Flush reports it
+  uint64_t seq = 0;         // the <seq> of its name
   int writers = 0;          // streaming sinks with a dataset here (not sealed under them)
+  // Datasets a sink is still writing, with the sink's "dropped" flag: a
+  // Remove/AbortObject or a re-put of the chunk sets it, and that sink's
+  // Finish fails instead of reporting a chunk that is gone.
+  std::map<std::string, bool*> streaming;
   bool sealing = false;     // a seal waits for the writers: no new datasets
   std::set<std::string> datasets;                           // written here
   std::map<std::string, std::vector<std::string>> by_key;  // key → its datasets here
 };
+
+void Hdf5Archive::DropStreamingLocked(Container& c, const std::string& ds_path) {
+  if (auto it = c.streaming.find(ds_path); it != c.streaming.end()) {
+    *it->second = true;
+    c.streaming.erase(it);
+  }
+}
 
 Result<std::unique_ptr<Archive>> Hdf5Archive::Create(const std::string& dir_in, uint32_t archive_id,
                                                      const ArchiveOptions& opts_in) {
@@ -283,7 +295,8 @@ Status Hdf5Archive::OpenNewContainerLocked() {
   // restarted process, whose earlier containers hold committed objects.
   for (int tries = 0;; ++tries) {
     char seq[32];
-    std::snprintf(seq, sizeof seq, "%06" PRIu64, next_seq_++);
+    c->seq = next_seq_++;
+    std::snprintf(seq, sizeof seq, "%06" PRIu64, c->seq);
     c->rel = "containers/" + opts_.writer + "-" + seq + ".h5";
     c->path = dir() + "/" + c->rel;
     c->fd = UniqueFd(::open(c->path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640));
@@ -343,6 +356,12 @@ Status Hdf5Archive::SealLocked(std::unique_lock<std::mutex>& lk) {
   if (st.ok() && !c->dir_synced) st = FsyncPath(dir() + "/containers");
   // Closing our fd drops the flock: the container is sealed.
   c->fd.reset();
+  if (!st.ok() && c->dirty) {
+    // Remembered for the Flush of every thread that put into it (see
+    // NoteUnflushed), not only for whoever happened to seal it.
+    failed_seals_[c->seq] = st;
+    if (failed_seals_.size() > 1024) failed_seals_.erase(failed_seals_.begin());
+  }
   if (!st.ok()) spdlog::warn("hdf5 archive: container {} sealed with error: {}", c->rel, st.ToString());
   // A broken container's error matters to Flush only if writes were still
   // waiting to become durable; kNow writes already got their error.
@@ -352,9 +371,9 @@ Status Hdf5Archive::SealLocked(std::unique_lock<std::mutex>& lk) {
 Status Hdf5Archive::ContainerForLocked(std::unique_lock<std::mutex>& lk, uint64_t bytes) {
   cv_.wait(lk, [&] { return !open_ || !open_->sealing; });
   if (open_ && !open_->broken.ok()) PDM_RETURN_IF_ERROR(SealLocked(lk));
-  // Full: seal it, unless sinks are still writing into it (then it takes
-  // this chunk too; the size limit is a target, not a hard cap).
-  if (open_ && open_->bytes > 0 && open_->bytes + bytes > opts_.container_max_bytes && open_->writers == 0)
+  // Full: seal it (after the sinks still writing into it are done; the
+  // caller holds none).
+  if (open_ && open_->bytes > 0 && open_->bytes + bytes > opts_.container_max_bytes)
     PDM_RETURN_IF_ERROR(SealLocked(lk));
   if (!open_) PDM_RETURN_IF_ERROR(OpenNewContainerLocked());
   return Status::Ok();
@@ -379,6 +398,7 @@ Result<ChunkRef> Hdf5Archive::PutChunk(const std::string& key, uint32_t index, u
     c.broken = st;
     return st;
   };
+  DropStreamingLocked(c, ds_path);
   auto created = CreateDataset(file, c.path, ds_path, data.size(), c.datasets.count(ds_path) > 0);
   if (!created.ok()) return fail(created.status());
   H5Id ds = std::move(*created);
@@ -406,6 +426,7 @@ Result<ChunkRef> Hdf5Archive::PutChunk(const std::string& key, uint32_t index, u
     PDM_RETURN_IF_ERROR(SyncOpenLocked());
   } else {
     c.dirty = true;
+    NoteUnflushed(c.seq);
   }
   return ChunkRef{index, offset, data.size(), c.rel + "#" + ds_path + "@" + std::to_string(addr), sum};
 }
@@ -429,14 +450,18 @@ class Hdf5Archive::Sink final : public ChunkSink {
   ~Sink() override {
     if (finished_) return;
     std::lock_guard lk(Hdf5LibraryMutex());
-    // Dropped half way: the dataset must not look like a stored chunk.
     ds_.reset();
-    H5Ldelete(c_->file.get(), ds_path_.c_str(), H5P_DEFAULT);
-    H5Eclear2(H5E_DEFAULT);
-    c_->datasets.erase(ds_path_);
-    auto& mine = c_->by_key[key_];
-    mine.erase(std::remove(mine.begin(), mine.end(), ds_path_), mine.end());
-    if (mine.empty()) c_->by_key.erase(key_);
+    if (!dropped_) {
+      // Given up half way: the dataset must not look like a stored chunk.
+      // (A dropped one is unlinked already, and its path may be another's.)
+      c_->streaming.erase(ds_path_);
+      H5Ldelete(c_->file.get(), ds_path_.c_str(), H5P_DEFAULT);
+      H5Eclear2(H5E_DEFAULT);
+      c_->datasets.erase(ds_path_);
+      auto& mine = c_->by_key[key_];
+      mine.erase(std::remove(mine.begin(), mine.end(), ds_path_), mine.end());
+      if (mine.empty()) c_->by_key.erase(key_);
+    }
     --c_->writers;
     archive_->cv_.notify_all();
   }
@@ -472,6 +497,7 @@ class Hdf5Archive::Sink final : public ChunkSink {
                              " of " + std::to_string(length_) + " bytes written");
     const Checksum128 sum = hash_.Digest();
     std::lock_guard lk(Hdf5LibraryMutex());
+    if (dropped_) return Aborted("chunk " + std::to_string(index_) + " of '" + key_ + "' was dropped while it was written", ECANCELED);
     PDM_RETURN_IF_ERROR(c_->broken);
     auto fail = [&](Status st) {
       c_->broken = st;
@@ -484,7 +510,9 @@ class Hdf5Archive::Sink final : public ChunkSink {
       PDM_RETURN_IF_ERROR(archive_->SyncOpenLocked());
     } else {
       c_->dirty = true;
+      archive_->NoteUnflushed(c_->seq);
     }
+    c_->streaming.erase(ds_path_);
     ChunkRef ref{index_, offset_, length_, c_->rel + "#" + ds_path_ + "@" + std::to_string(addr_), sum};
     // Done with the container: from here a seal need not wait for us.
     finished_ = true;
@@ -509,6 +537,8 @@ class Hdf5Archive::Sink final : public ChunkSink {
   uint64_t done_ = 0;
   uint64_t started_ = 0;  // bytes whose write-back was started
   bool finished_ = false;
+ public:
+  bool dropped_ = false;  // GUARDED_BY(Hdf5LibraryMutex()); see Container::streaming
 };
 
 Result<std::unique_ptr<ChunkSink>> Hdf5Archive::OpenChunk(const std::string& key, uint32_t index, uint64_t offset,
@@ -527,6 +557,7 @@ Result<std::unique_ptr<ChunkSink>> Hdf5Archive::OpenChunk(const std::string& key
     c.broken = st;
     return st;
   };
+  DropStreamingLocked(c, ds_path);
   auto ds = CreateDataset(c.file.get(), c.path, ds_path, length, c.datasets.count(ds_path) > 0);
   if (!ds.ok()) return fail(ds.status());
   for (Status st : {WriteU64Attr(ds->get(), "offset", offset), WriteStringAttr(ds->get(), "key", key)})
@@ -537,13 +568,37 @@ Result<std::unique_ptr<ChunkSink>> Hdf5Archive::OpenChunk(const std::string& key
   c.by_key[key].push_back(ds_path);
   c.bytes += length;  // counted now: the size limit sees chunks still streaming
   ++c.writers;
-  return std::unique_ptr<ChunkSink>(
-      new Sink(this, &c, std::move(*ds), key, ds_path, index, offset, length, static_cast<uint64_t>(addr)));
+  auto sink = std::make_unique<Sink>(this, &c, std::move(*ds), key, ds_path, index, offset, length,
+                                     static_cast<uint64_t>(addr));
+  c.streaming[ds_path] = &sink->dropped_;
+  return std::unique_ptr<ChunkSink>(std::move(sink));
+}
+
+namespace {
+// Per thread: the containers (archive, seq) it put kAtFlush chunks into
+// since its last Flush.
+thread_local std::vector<std::pair<const void*, uint64_t>> t_unflushed;
+}  // namespace
+
+void Hdf5Archive::NoteUnflushed(uint64_t seq) const {
+  if (t_unflushed.empty() || t_unflushed.back() != std::make_pair(static_cast<const void*>(this), seq))
+    t_unflushed.emplace_back(this, seq);
 }
 
 Status Hdf5Archive::Flush() {
   std::unique_lock lk(Hdf5LibraryMutex());
-  return SealLocked(lk);
+  Status st = SealLocked(lk);
+  // A container this thread wrote into may have been sealed by another
+  // thread (the size limit, its Flush): its failure is ours too.
+  for (auto it = t_unflushed.begin(); it != t_unflushed.end();) {
+    if (it->first != this) {
+      ++it;
+      continue;
+    }
+    if (auto f = failed_seals_.find(it->second); f != failed_seals_.end() && st.ok()) st = f->second;
+    it = t_unflushed.erase(it);
+  }
+  return st;
 }
 
 Status Hdf5Archive::Commit(std::span<const ObjectManifest> batch, size_t* committed) {
@@ -666,6 +721,7 @@ Status Hdf5Archive::DropDatasets(const std::string& key, const std::vector<Hdf5L
     if (open_ && open_->rel == rel) {
       // Our own open container: unlink the datasets; the file stays.
       for (const auto& d : datasets) {
+        DropStreamingLocked(*open_, d);
         if (open_->datasets.erase(d) && H5Ldelete(open_->file.get(), d.c_str(), H5P_DEFAULT) < 0) {
           Status st = H5Failure("H5Ldelete", open_->path + ":" + d);
           if (first.ok()) first = st;

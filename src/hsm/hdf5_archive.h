@@ -110,6 +110,11 @@ class Hdf5Archive final : public Archive {
   // Waits for the open container's sinks, then closes and fsyncs it.
   Status SealLocked(std::unique_lock<std::mutex>& lk);
   Status SyncOpenLocked();
+  // A sink still writing ds_path of c: its chunk is being unlinked or
+  // replaced, so its Finish must fail.
+  static void DropStreamingLocked(Container& c, const std::string& ds_path);
+  // This thread put a kAtFlush chunk into container seq (see Flush).
+  void NoteUnflushed(uint64_t seq) const;
   Status DropDatasets(const std::string& key, const std::vector<Hdf5Location>& locs);
 
   const ArchiveOptions opts_;
@@ -119,6 +124,9 @@ class Hdf5Archive final : public Archive {
   std::unique_ptr<Container> open_;
   uint64_t next_seq_ = 0;
   std::condition_variable cv_;  // open_->writers and open_->sealing changed
+  // Containers whose seal failed while they held kAtFlush chunks, by seq:
+  // every thread that put into one gets the error from its next Flush.
+  std::map<uint64_t, Status> failed_seals_;
 };
 
 }  // namespace pdm::hsm

@@ -627,6 +627,53 @@ TEST(HsmHdf5Archive, StreamingSinksShareAContainerAndASealWaitsForThem) {
   fs::remove_all(dir, ec);
 }
 
+TEST(HsmHdf5Archive, ADroppedStreamFailsItsFinishAndAFullContainerWaitsForItsSinks) {
+  char tmpl[] = "/tmp/pdm_hsm_h5_XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  {
+    ArchiveOptions opts;
+    opts.writer = "limits";
+    opts.container_max_bytes = 3 << 20;
+    auto a = Archive::Open("hdf5:" + dir, 2, opts);
+    ASSERT_TRUE(a.ok()) << a.status().ToString();
+    const uint64_t cs = 2 << 20;
+    auto data = Data(cs, 4);
+    // An AbortObject while the chunk streams: the sink must not report it.
+    auto gone = (*a)->OpenChunk("k/gone/v1", 0, 0, cs);
+    ASSERT_TRUE(gone.ok());
+    ASSERT_TRUE((*gone)->Write(std::span(data).first(cs / 2)).ok());
+    ASSERT_TRUE((*a)->AbortObject("k/gone/v1").ok());
+    ASSERT_TRUE((*gone)->Write(std::span(data).subspan(cs / 2)).ok());
+    EXPECT_EQ((*gone)->Finish(Durability::kNow).status().err(), ECANCELED);
+    gone->reset();
+
+    // The size limit holds with a sink open: the next chunk waits for it,
+    // then goes to a new container.
+    auto first = (*a)->OpenChunk("k/a/v1", 0, 0, cs);
+    ASSERT_TRUE(first.ok());
+    std::atomic<bool> opened{false};
+    Result<ChunkRef> second_ref = Internal("not run");
+    std::thread t([&] {
+      auto second = (*a)->OpenChunk("k/b/v1", 0, 0, cs);
+      opened = true;
+      if (!second.ok()) { second_ref = second.status(); return; }
+      if (Status st = (*second)->Write(data); !st.ok()) { second_ref = st; return; }
+      second_ref = (*second)->Finish(Durability::kNow);
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    EXPECT_FALSE(opened.load()) << "a full container is sealed only after its open sink";
+    ASSERT_TRUE((*first)->Write(data).ok());
+    auto first_ref = (*first)->Finish(Durability::kNow);
+    ASSERT_TRUE(first_ref.ok()) << first_ref.status().ToString();
+    t.join();
+    ASSERT_TRUE(second_ref.ok()) << second_ref.status().ToString();
+    EXPECT_NE(ParseHdf5Location(first_ref->where)->container, ParseHdf5Location(second_ref->where)->container);
+  }
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
 TEST(HsmHdf5Archive, ContainerIsSealedAtItsSizeLimit) {
   char tmpl[] = "/tmp/pdm_hsm_h5_XXXXXX";
   ASSERT_NE(::mkdtemp(tmpl), nullptr);
