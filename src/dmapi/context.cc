@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -10,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "common/posix.h"
 
@@ -55,69 +57,104 @@ namespace {
 constexpr int64_t kCacheTtlNs = 1'000'000'000;
 constexpr size_t kMaxCachedFds = 64;
 
-std::mutex cache_mu;
-std::map<dm_sessid_t, int64_t> valid_sessions;  // GUARDED_BY(cache_mu): sid -> when confirmed
 struct CachedFd {
   UniqueFd fd;
   int64_t opened_ns;
 };
-std::map<std::pair<std::string, int>, CachedFd> open_fds;  // GUARDED_BY(cache_mu)
-bool reaper_running = false;                                 // GUARDED_BY(cache_mu)
+struct Cache {
+  std::mutex mu;
+  std::map<dm_sessid_t, int64_t> sessions;                  // GUARDED_BY(mu): sid -> when confirmed
+  std::map<std::pair<std::string, int>, CachedFd> fds;      // GUARDED_BY(mu)
+  bool reaper_running = false;                              // GUARDED_BY(mu)
+};
+// Never destroyed: the reaper thread may still sweep it while static
+// destructors run at exit.
+Cache& C() {
+  static Cache* c = new Cache;
+  return *c;
+}
 
-void DropExpiredLocked(int64_t now) {
-  std::erase_if(open_fds, [&](const auto& kv) { return now - kv.second.opened_ns >= kCacheTtlNs; });
+// Takes the expired entries out; the caller closes them after unlocking (a
+// slow close must not stall every OpenHandle, or a fork).
+std::vector<CachedFd> TakeExpiredLocked(int64_t now) {
+  std::vector<CachedFd> out;
+  for (auto it = C().fds.begin(); it != C().fds.end();) {
+    if (now - it->second.opened_ns >= kCacheTtlNs) {
+      out.push_back(std::move(it->second));
+      it = C().fds.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return out;
+}
+
+void* ReaperMain(void*) {
+  for (;;) {
+    std::this_thread::sleep_for(std::chrono::nanoseconds(kCacheTtlNs));
+    std::vector<CachedFd> expired;
+    {
+      std::lock_guard<std::mutex> lk(C().mu);
+      expired = TakeExpiredLocked(MonotonicNs());
+    }
+  }
+  return nullptr;
 }
 
 // A cached fd pins its file: a deleted file's blocks are not freed and its
 // file system cannot be unmounted while we hold it. So entries go when they
 // expire even if this process makes no more calls: a detached thread, one
-// per process, started with the first cached fd, sweeps every TTL.
+// per process, started with the first cached fd, sweeps every TTL. It runs
+// with every signal blocked, so the application's signals never land on it.
+// If it cannot be started, entries still expire at the next call.
 void StartReaperLocked() {
-  if (reaper_running) return;
+  if (C().reaper_running) return;
   static const bool at_fork = [] {
-    // A forked child has no reaper thread (and need not keep the parent's
-    // fds): it starts afresh.
-    // The cache lock is held across fork, so the child's copy of the map
-    // is never caught half-modified.
-    ::pthread_atfork([] { cache_mu.lock(); }, [] { cache_mu.unlock(); },
+    // The cache lock is held across fork, so the child's copy is never
+    // caught half-modified; the child has no reaper (and need not keep the
+    // parent's fds): it starts afresh.
+    ::pthread_atfork([] { C().mu.lock(); }, [] { C().mu.unlock(); },
                      [] {
-                       open_fds.clear();
-                       reaper_running = false;
-                       cache_mu.unlock();
+                       C().fds.clear();
+                       C().sessions.clear();
+                       C().reaper_running = false;
+                       C().mu.unlock();
                      });
     return true;
   }();
   (void)at_fork;
-  reaper_running = true;
-  std::thread([] {
-    for (;;) {
-      std::this_thread::sleep_for(std::chrono::nanoseconds(kCacheTtlNs));
-      std::lock_guard<std::mutex> lk(cache_mu);
-      DropExpiredLocked(MonotonicNs());
-    }
-  }).detach();
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_t t;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  if (pthread_create(&t, &attr, ReaperMain, nullptr) == 0) C().reaper_running = true;
+  pthread_attr_destroy(&attr);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
 }  // namespace
 
 void ForgetSession(dm_sessid_t sid) {
-  std::lock_guard<std::mutex> lk(cache_mu);
-  valid_sessions.erase(sid);
+  std::lock_guard<std::mutex> lk(C().mu);
+  C().sessions.erase(sid);
 }
 
 Status CheckSession(dm_sessid_t sid) {
   if (sid == DM_NO_SESSION) return InvalidArgument("DM_NO_SESSION");
   const int64_t now = MonotonicNs();
   {
-    std::lock_guard<std::mutex> lk(cache_mu);
-    auto it = valid_sessions.find(sid);
-    if (it != valid_sessions.end() && now - it->second < kCacheTtlNs) return Status::Ok();
+    std::lock_guard<std::mutex> lk(C().mu);
+    auto it = C().sessions.find(sid);
+    if (it != C().sessions.end() && now - it->second < kCacheTtlNs) return Status::Ok();
   }
   PDM_ASSIGN_OR_RETURN(LocalClient * c, Client());
   auto s = c->QuerySession(sid);
   if (!s.ok()) return s.status();
-  std::lock_guard<std::mutex> lk(cache_mu);
-  valid_sessions[sid] = now;
+  std::lock_guard<std::mutex> lk(C().mu);
+  C().sessions[sid] = now;
   return Status::Ok();
 }
 
@@ -164,9 +201,9 @@ Result<UniqueFd> OpenHandle(const dm::Handle& h, int flags) {
   std::pair<std::string, int> key{std::string(b.begin(), b.end()), flags};
   const int64_t now = MonotonicNs();
   {
-    std::lock_guard<std::mutex> lk(cache_mu);
-    auto it = open_fds.find(key);
-    if (it != open_fds.end() && now - it->second.opened_ns < kCacheTtlNs) {
+    std::lock_guard<std::mutex> lk(C().mu);
+    auto it = C().fds.find(key);
+    if (it != C().fds.end() && now - it->second.opened_ns < kCacheTtlNs) {
       UniqueFd dup(::fcntl(it->second.fd.get(), F_DUPFD_CLOEXEC, 0));
       if (dup.valid()) return dup;
     }
@@ -177,10 +214,14 @@ Result<UniqueFd> OpenHandle(const dm::Handle& h, int flags) {
   PDM_ASSIGN_OR_RETURN(UniqueFd fd, dm::Open(h, mount.get(), flags));
   UniqueFd keep(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
   if (keep.valid()) {
-    std::lock_guard<std::mutex> lk(cache_mu);
-    DropExpiredLocked(now);
-    if (open_fds.size() >= kMaxCachedFds) open_fds.erase(open_fds.begin());
-    open_fds[key] = CachedFd{std::move(keep), now};
+    std::vector<CachedFd> expired;  // closed after the lock is released
+    std::lock_guard<std::mutex> lk(C().mu);
+    expired = TakeExpiredLocked(now);
+    if (C().fds.size() >= kMaxCachedFds) {
+      expired.push_back(std::move(C().fds.begin()->second));
+      C().fds.erase(C().fds.begin());
+    }
+    C().fds[key] = CachedFd{std::move(keep), now};
     StartReaperLocked();
   }
   return fd;
