@@ -15,6 +15,10 @@ namespace {
 // threads spilled it: the second copy then cost more than the disk), large
 // enough that the per-call DMAPI cost stays small.
 constexpr size_t kIoBytes = 256u << 10;
+// A recall's slice: each dm_write_invis also asks the session node whether
+// the token is still outstanding, so fewer, larger calls; with 2 restore
+// threads per rank the slices still fit the cache.
+constexpr size_t kRecallIoBytes = 1u << 20;
 }
 
 Worker::Worker(Options opts, Archive* archive) : opts_(opts), archive_(archive) {}
@@ -143,7 +147,7 @@ TaskResult Worker::Execute(const Task& t) {
         // still a stub (its region makes every access wait for this recall),
         // and a chunk that fails verification fails the recall, which punches
         // all of it out again: a reader never sees these bytes unverified.
-        data.resize(static_cast<size_t>(std::min<uint64_t>(kIoBytes, m->chunks[it.index].length)));
+        data.resize(static_cast<size_t>(std::min<uint64_t>(kRecallIoBytes, m->chunks[it.index].length)));
         Status st = archive_->StreamChunk(*m, it.index, data, [&](uint64_t off, std::span<const uint8_t> bytes) {
           for (size_t done = 0; done < bytes.size();) {
             const dm_ssize_t put = dm_write_invis(sid, h, hl, tok, 0, off + done, bytes.size() - done,
