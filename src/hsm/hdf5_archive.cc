@@ -445,7 +445,8 @@ class Hdf5Archive::Sink final : public ChunkSink {
         index_(index),
         offset_(offset),
         length_(length),
-        addr_(addr) {}
+        addr_(addr),
+        out_(c->fd.get(), addr, c->path + ":" + ds_path_) {}
 
   ~Sink() override {
     if (finished_) return;
@@ -467,35 +468,16 @@ class Hdf5Archive::Sink final : public ChunkSink {
   }
 
   Status Write(std::span<const uint8_t> data) override {
-    if (data.size() > length_ - done_)
+    if (data.size() > length_ - out_.done())
       return InvalidArgument("chunk " + std::to_string(index_) + " of '" + key_ + "': more bytes than its length");
-    for (size_t k = 0; k < data.size();) {
-      const size_t len = std::min<size_t>(kSlice, data.size() - k);
-      hash_.Update(data.subspan(k, len));
-      for (size_t w = 0; w < len;) {
-        const ssize_t n = ::pwrite(c_->fd.get(), data.data() + k + w, len - w, static_cast<off_t>(addr_ + done_ + w));
-        if (n < 0) {
-          if (errno == EINTR) continue;
-          return ArchiveIoError("pwrite", c_->path + ":" + ds_path_, errno);
-        }
-        w += static_cast<size_t>(n);
-      }
-      done_ += len;
-      k += len;
-    }
-    if (done_ - started_ >= kWritebackBytes) {
-      (void)::sync_file_range(c_->fd.get(), static_cast<off_t>(addr_ + started_),
-                              static_cast<off_t>(done_ - started_), SYNC_FILE_RANGE_WRITE);
-      started_ = done_;
-    }
-    return Status::Ok();
+    return out_.Write(data);
   }
 
   Result<ChunkRef> Finish(Durability durability) override {
-    if (done_ != length_)
-      return InvalidArgument("chunk " + std::to_string(index_) + " of '" + key_ + "': " + std::to_string(done_) +
-                             " of " + std::to_string(length_) + " bytes written");
-    const Checksum128 sum = hash_.Digest();
+    if (out_.done() != length_)
+      return InvalidArgument("chunk " + std::to_string(index_) + " of '" + key_ + "': " +
+                             std::to_string(out_.done()) + " of " + std::to_string(length_) + " bytes written");
+    const Checksum128 sum = out_.Digest();
     std::lock_guard lk(Hdf5LibraryMutex());
     if (dropped_) return Aborted("chunk " + std::to_string(index_) + " of '" + key_ + "' was dropped while it was written", ECANCELED);
     PDM_RETURN_IF_ERROR(c_->broken);
@@ -522,8 +504,6 @@ class Hdf5Archive::Sink final : public ChunkSink {
   }
 
  private:
-  static constexpr uint64_t kWritebackBytes = 8ull << 20;
-  static constexpr size_t kSlice = 1 << 20;
   Hdf5Archive* const archive_;
   Container* const c_;
   H5Id ds_;  // open until Finish (its checksum attribute comes last)
@@ -532,10 +512,8 @@ class Hdf5Archive::Sink final : public ChunkSink {
   const uint32_t index_;
   const uint64_t offset_;
   const uint64_t length_;
-  const uint64_t addr_;  // file offset of the raw bytes
-  Hasher hash_;
-  uint64_t done_ = 0;
-  uint64_t started_ = 0;  // bytes whose write-back was started
+  const uint64_t addr_;     // file offset of the raw bytes
+  HashedRangeWriter out_;  // the raw bytes, through the container's fd
   bool finished_ = false;
  public:
   bool dropped_ = false;  // GUARDED_BY(Hdf5LibraryMutex()); see Container::streaming

@@ -65,6 +65,23 @@ Result<Checksum128> PreadHashed(int fd, std::span<uint8_t> out, uint64_t off, co
   return h.Digest();
 }
 
+Status HashedRangeWriter::Write(std::span<const uint8_t> data) {
+  // Hash each slice right before it is written, while it is in the cache.
+  for (size_t k = 0; k < data.size();) {
+    const size_t len = std::min(kSlice, data.size() - k);
+    hash_.Update(data.subspan(k, len));
+    PDM_RETURN_IF_ERROR(PwriteAll(fd_, data.subspan(k, len), base_ + done_, what_));
+    done_ += len;
+    k += len;
+  }
+  if (done_ - started_ >= kWritebackBytes) {
+    (void)::sync_file_range(fd_, static_cast<off_t>(base_ + started_), static_cast<off_t>(done_ - started_),
+                            SYNC_FILE_RANGE_WRITE);
+    started_ = done_;
+  }
+  return Status::Ok();
+}
+
 // ---- fs helpers ----------------------------------------------------------------
 
 std::string ParentDir(const std::string& path) {
@@ -246,33 +263,20 @@ class PosixArchive::Sink final : public ChunkSink {
         length_(length),
         part_(std::move(part)),
         fd_(std::move(fd)),
-        new_parents_(std::move(new_parents)) {}
+        new_parents_(std::move(new_parents)),
+        out_(fd_.get(), offset_, part_) {}
 
   Status Write(std::span<const uint8_t> data) override {
-    if (data.size() > length_ - done_)
+    if (data.size() > length_ - out_.done())
       return InvalidArgument("chunk " + std::to_string(index_) + " of '" + key_ + "': more bytes than its length");
-    // Hash each slice right before it is written, while it is in the cache.
-    for (size_t k = 0; k < data.size();) {
-      const size_t len = std::min(kSlice, data.size() - k);
-      hash_.Update(data.subspan(k, len));
-      PDM_RETURN_IF_ERROR(PwriteAll(fd_.get(), data.subspan(k, len), offset_ + done_, part_));
-      done_ += len;
-      k += len;
-    }
-    if (done_ - started_ >= kWritebackBytes) {
-      // Only a hint to start write-back now; fsync reports any error.
-      (void)::sync_file_range(fd_.get(), static_cast<off_t>(offset_ + started_),
-                              static_cast<off_t>(done_ - started_), SYNC_FILE_RANGE_WRITE);
-      started_ = done_;
-    }
-    return Status::Ok();
+    return out_.Write(data);
   }
 
   Result<ChunkRef> Finish(Durability durability) override {
-    if (done_ != length_)
-      return InvalidArgument("chunk " + std::to_string(index_) + " of '" + key_ + "': " + std::to_string(done_) +
-                             " of " + std::to_string(length_) + " bytes written");
-    ChunkRef ref{index_, offset_, length_, archive_->DataRel(key_), hash_.Digest()};
+    if (out_.done() != length_)
+      return InvalidArgument("chunk " + std::to_string(index_) + " of '" + key_ + "': " +
+                             std::to_string(out_.done()) + " of " + std::to_string(length_) + " bytes written");
+    ChunkRef ref{index_, offset_, length_, archive_->DataRel(key_), out_.Digest()};
     if (durability == Durability::kNow) {
       if (::fsync(fd_.get()) != 0) return ArchiveIoError("fsync", part_, errno);
       // The .part's directory entry is made durable by Commit (it renames and
@@ -298,9 +302,7 @@ class PosixArchive::Sink final : public ChunkSink {
   const std::string part_;
   UniqueFd fd_;
   std::vector<std::string> new_parents_;  // fsynced at Finish (kNow) or Flush
-  Hasher hash_;
-  uint64_t done_ = 0;     // bytes written
-  uint64_t started_ = 0;  // bytes whose write-back was started
+  HashedRangeWriter out_;                 // writes through fd_
 };
 
 Result<std::unique_ptr<ChunkSink>> PosixArchive::OpenChunk(const std::string& key, uint32_t index, uint64_t offset,

@@ -72,6 +72,27 @@ Result<Checksum128> PreadHashed(int fd, std::span<uint8_t> out, uint64_t off, co
 // The same, feeding *h (a chunk read in several calls).
 Status PreadHashing(int fd, std::span<uint8_t> out, uint64_t off, const std::string& what, Hasher* h);
 
+// The write half of both back ends' chunk sinks: writes a byte range of fd
+// in order from `base`, hashing each 1 MiB slice right before it is written,
+// and starts the write-back every 8 MiB (sync_file_range: a hint; fsync
+// reports errors). ENOSPC/EDQUOT → ResourceExhausted. Does not own fd.
+class HashedRangeWriter {
+ public:
+  HashedRangeWriter(int fd, uint64_t base, std::string what) : fd_(fd), base_(base), what_(std::move(what)) {}
+  Status Write(std::span<const uint8_t> data);
+  uint64_t done() const { return done_; }
+  Checksum128 Digest() const { return hash_.Digest(); }
+
+ private:
+  static constexpr uint64_t kWritebackBytes = 8ull << 20;
+  const int fd_;
+  const uint64_t base_;
+  const std::string what_;
+  Hasher hash_;
+  uint64_t done_ = 0;     // bytes written
+  uint64_t started_ = 0;  // bytes whose write-back was started
+};
+
 // Manifests as JSON files: <root>/<key>.json.
 class ManifestStore {
  public:
@@ -106,9 +127,8 @@ class PosixArchive final : public Archive {
   std::string_view kind() const override { return "posix"; }
   Result<ChunkRef> PutChunk(const std::string& key, uint32_t index, uint64_t offset,
                             std::span<const uint8_t> data, Durability durability) override;
-  // Writes through to the .part file and starts its write-back every
-  // kWritebackBytes (sync_file_range), so the fsync at Finish has little
-  // left to do.
+  // Writes through to the .part file (HashedRangeWriter), so the fsync at
+  // Finish has little left to do.
   Result<std::unique_ptr<ChunkSink>> OpenChunk(const std::string& key, uint32_t index, uint64_t offset,
                                                uint64_t length) override;
   Status Flush() override;
@@ -122,7 +142,6 @@ class PosixArchive final : public Archive {
  private:
   Result<ChunkFile> LocateChunk(const ObjectManifest& m, uint32_t index) override;
   class Sink;
-  static constexpr uint64_t kWritebackBytes = 8ull << 20;
 
   PosixArchive(std::string dir, uint32_t id, UniqueFd root_fd);
   std::string DataRel(const std::string& key) const { return "objects/" + key + ".data"; }
