@@ -38,6 +38,7 @@
 #include <utility>
 #include <vector>
 
+#include "hsm/key_order.h"
 #include "hsm/protocol.h"
 #include "hsm/state.h"
 #include "pdm/prestage.hpp"  // compiled here so the header-only wrapper is checked with our warnings
@@ -256,54 +257,14 @@ std::vector<Verdict> SendBatches(const tools::HsmClient& client, const std::vect
   return out;
 }
 
-// Where an object sits in key order. Keys are "<fsid hex>/<ino>.<igen>/v<ver>"
-// (hsm::MakeObjectKey): compared as numbers, so inode 10 follows inode 9
-// (as strings "10.1" < "9.1") and a file's versions stay together. Inode
-// order is creation order on the file systems we manage, which is the
-// order directories of inputs were written and archived in. A key of any
-// other form sorts after those, as a string.
-struct KeyOrder {
-  bool parsed = false;
-  uint64_t fsid = 0, ino = 0, ver = 0;
-  uint32_t igen = 0;
-};
-
-KeyOrder ParseKey(const std::string& key) {
-  KeyOrder k;
-  unsigned long long fsid = 0, ino = 0, ver = 0;
-  unsigned igen = 0;
-  int used = 0;
-  if (std::sscanf(key.c_str(), "%16llx/%llu.%u/v%llu%n", &fsid, &ino, &igen, &ver, &used) == 4 &&
-      static_cast<size_t>(used) == key.size()) {
-    k = KeyOrder{true, fsid, ino, ver, igen};
-  }
-  return k;
-}
-
 // Rank 0: sort by archive locality and cut into requests.
 std::vector<std::vector<Candidate>> MakeBatches(std::vector<Candidate> all, uint64_t batch_bytes) {
-  std::vector<std::pair<KeyOrder, Candidate>> sorted;
-  sorted.reserve(all.size());
-  for (Candidate& c : all) {
-    KeyOrder k = ParseKey(c.key);
-    sorted.emplace_back(k, std::move(c));
-  }
-  std::sort(sorted.begin(), sorted.end(), [](const auto& x, const auto& y) {
-    const Candidate &a = x.second, &b = y.second;
+  // By archive, then key order (hsm/key_order.h), then handle.
+  std::sort(all.begin(), all.end(), [](const Candidate& a, const Candidate& b) {
     if (a.archive != b.archive) return a.archive < b.archive;
-    const KeyOrder &ka = x.first, &kb = y.first;
-    if (ka.parsed != kb.parsed) return ka.parsed;
-    if (ka.parsed) {
-      if (ka.fsid != kb.fsid) return ka.fsid < kb.fsid;
-      if (ka.ino != kb.ino) return ka.ino < kb.ino;
-      if (ka.igen != kb.igen) return ka.igen < kb.igen;
-      if (ka.ver != kb.ver) return ka.ver < kb.ver;
-    }
-    if (a.key != b.key) return a.key < b.key;
+    if (a.key != b.key) return hsm::ObjectKeyLess(a.key, b.key);
     return a.handle < b.handle;
   });
-  all.clear();
-  for (auto& [k, c] : sorted) all.push_back(std::move(c));
   std::vector<std::vector<Candidate>> batches;
   uint64_t bytes = 0;
   for (Candidate& c : all) {

@@ -9,6 +9,7 @@
 
 #include "common/posix.h"
 #ifdef PDM_TOOLS_WITH_HSM
+#include "hsm/key_order.h"
 #include "hsm/state.h"
 #endif
 
@@ -93,40 +94,11 @@ Result<HsmState> ReadHsmState(const std::string& path) {
   return ParseAt(path, std::string_view(buf.data(), static_cast<size_t>(n)));
 }
 
-namespace {
-
-struct KeyOrder {
-  int form = 2;  // 0: an HSM key, 1: another key, 2: none
-  unsigned long long fsid = 0, ino = 0, ver = 0;
-  unsigned igen = 0;
-};
-
-KeyOrder ParseKey(const std::string& key) {
-  KeyOrder k;
-  if (key.empty()) return k;
-  k.form = 1;
-  int used = 0;
-  if (std::sscanf(key.c_str(), "%16llx/%llu.%u/v%llu%n", &k.fsid, &k.ino, &k.igen, &k.ver, &used) == 4 &&
-      static_cast<size_t>(used) == key.size())
-    k.form = 0;
-  return k;
-}
-
-}  // namespace
-
 bool ArchiveOrderLess(uint64_t archive_a, const std::string& key_a, uint64_t archive_b, const std::string& key_b) {
   // No copy (archive 0) last: nothing to read, the request only judges it.
   if ((archive_a == 0) != (archive_b == 0)) return archive_b == 0;
   if (archive_a != archive_b) return archive_a < archive_b;
-  const KeyOrder a = ParseKey(key_a), b = ParseKey(key_b);
-  if (a.form != b.form) return a.form < b.form;
-  if (a.form == 0) {
-    if (a.fsid != b.fsid) return a.fsid < b.fsid;
-    if (a.ino != b.ino) return a.ino < b.ino;
-    if (a.igen != b.igen) return a.igen < b.igen;
-    if (a.ver != b.ver) return a.ver < b.ver;
-  }
-  return key_a < key_b;
+  return hsm::ObjectKeyLess(key_a, key_b);
 }
 
 Result<HsmClass> ParseHsmClass(std::string_view name) {

@@ -52,14 +52,9 @@ Result<HsmState> ParseHsmState(std::string_view json);
 Result<HsmState> ReadHsmState(const std::string& path);
 
 // Archive locality: true when the copy (archive_a, key_a) sits before
-// (archive_b, key_b) in the order a bulk recall should read them — by
-// archive id (none, 0, last), then by key. Keys are the HSM's "<fsid hex>/<ino>.<igen>/v<ver>"
-// (hsm::MakeObjectKey, the same for the posix and the hdf5 back ends),
-// compared as numbers so inode 10 follows inode 9 (as strings "10.1" <
-// "9.1") and one file's versions stay together; inode order is creation
-// order, the order a tree was written and archived in. A key of any other
-// form sorts after those, as a string, and no key at all (no copy) last.
-// pdm_prestage orders its recalls the same way.
+// (archive_b, key_b) in the order a bulk recall should read them: by
+// archive id (none, 0, last), then by hsm::ObjectKeyLess (hsm/key_order.h:
+// numeric key order, which pdm_prestage uses too).
 bool ArchiveOrderLess(uint64_t archive_a, const std::string& key_a, uint64_t archive_b, const std::string& key_b);
 
 // Policy "hsm_state" names: none (no archive copy), archived (a verified,
