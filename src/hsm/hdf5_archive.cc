@@ -446,7 +446,7 @@ class Hdf5Archive::Sink final : public ChunkSink {
         offset_(offset),
         length_(length),
         addr_(addr),
-        out_(c->fd.get(), addr, c->path + ":" + ds_path_) {}
+        out_(c->fd.get(), addr, length, ChunkName(key_, index), c->path + ":" + ds_path_) {}
 
   ~Sink() override {
     if (finished_) return;
@@ -467,19 +467,13 @@ class Hdf5Archive::Sink final : public ChunkSink {
     archive_->cv_.notify_all();
   }
 
-  Status Write(std::span<const uint8_t> data) override {
-    if (data.size() > length_ - out_.done())
-      return InvalidArgument("chunk " + std::to_string(index_) + " of '" + key_ + "': more bytes than its length");
-    return out_.Write(data);
-  }
+  Status Write(std::span<const uint8_t> data) override { return out_.Write(data); }
 
   Result<ChunkRef> Finish(Durability durability) override {
-    if (out_.done() != length_)
-      return InvalidArgument("chunk " + std::to_string(index_) + " of '" + key_ + "': " +
-                             std::to_string(out_.done()) + " of " + std::to_string(length_) + " bytes written");
+    PDM_RETURN_IF_ERROR(out_.CheckComplete());
     const Checksum128 sum = out_.Digest();
     std::lock_guard lk(Hdf5LibraryMutex());
-    if (dropped_) return Aborted("chunk " + std::to_string(index_) + " of '" + key_ + "' was dropped while it was written", ECANCELED);
+    if (dropped_) return Aborted(ChunkName(key_, index_) + " was dropped while it was written", ECANCELED);
     PDM_RETURN_IF_ERROR(c_->broken);
     auto fail = [&](Status st) {
       c_->broken = st;

@@ -45,6 +45,14 @@ Status PreadExact(int fd, std::span<uint8_t> out, uint64_t off, const std::strin
 
 std::atomic<uint64_t> g_tmp_counter{0};
 
+}  // namespace
+
+std::string ChunkName(const std::string& key, uint32_t index) {
+  return "chunk " + std::to_string(index) + " of '" + key + "'";
+}
+
+namespace {
+
 constexpr size_t kSlice = 1 << 20;
 
 }  // namespace
@@ -66,11 +74,12 @@ Result<Checksum128> PreadHashed(int fd, std::span<uint8_t> out, uint64_t off, co
 }
 
 Status HashedRangeWriter::Write(std::span<const uint8_t> data) {
+  if (data.size() > length_ - done_) return InvalidArgument(what_ + ": more bytes than its length");
   // Hash each slice right before it is written, while it is in the cache.
   for (size_t k = 0; k < data.size();) {
     const size_t len = std::min(kSlice, data.size() - k);
     hash_.Update(data.subspan(k, len));
-    PDM_RETURN_IF_ERROR(PwriteAll(fd_, data.subspan(k, len), base_ + done_, what_));
+    PDM_RETURN_IF_ERROR(PwriteAll(fd_, data.subspan(k, len), base_ + done_, file_));
     done_ += len;
     k += len;
   }
@@ -80,6 +89,11 @@ Status HashedRangeWriter::Write(std::span<const uint8_t> data) {
     started_ = done_;
   }
   return Status::Ok();
+}
+
+Status HashedRangeWriter::CheckComplete() const {
+  if (done_ == length_) return Status::Ok();
+  return InvalidArgument(what_ + ": " + std::to_string(done_) + " of " + std::to_string(length_) + " bytes written");
 }
 
 // ---- fs helpers ----------------------------------------------------------------
@@ -264,18 +278,12 @@ class PosixArchive::Sink final : public ChunkSink {
         part_(std::move(part)),
         fd_(std::move(fd)),
         new_parents_(std::move(new_parents)),
-        out_(fd_.get(), offset_, part_) {}
+        out_(fd_.get(), offset_, length_, ChunkName(key_, index_), part_) {}
 
-  Status Write(std::span<const uint8_t> data) override {
-    if (data.size() > length_ - out_.done())
-      return InvalidArgument("chunk " + std::to_string(index_) + " of '" + key_ + "': more bytes than its length");
-    return out_.Write(data);
-  }
+  Status Write(std::span<const uint8_t> data) override { return out_.Write(data); }
 
   Result<ChunkRef> Finish(Durability durability) override {
-    if (out_.done() != length_)
-      return InvalidArgument("chunk " + std::to_string(index_) + " of '" + key_ + "': " +
-                             std::to_string(out_.done()) + " of " + std::to_string(length_) + " bytes written");
+    PDM_RETURN_IF_ERROR(out_.CheckComplete());
     ChunkRef ref{index_, offset_, length_, archive_->DataRel(key_), out_.Digest()};
     if (durability == Durability::kNow) {
       if (::fsync(fd_.get()) != 0) return ArchiveIoError("fsync", part_, errno);

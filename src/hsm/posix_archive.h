@@ -72,22 +72,31 @@ Result<Checksum128> PreadHashed(int fd, std::span<uint8_t> out, uint64_t off, co
 // The same, feeding *h (a chunk read in several calls).
 Status PreadHashing(int fd, std::span<uint8_t> out, uint64_t off, const std::string& what, Hasher* h);
 
-// The write half of both back ends' chunk sinks: writes a byte range of fd
-// in order from `base`, hashing each 1 MiB slice right before it is written,
-// and starts the write-back every 8 MiB (sync_file_range: a hint; fsync
-// reports errors). ENOSPC/EDQUOT → ResourceExhausted. Does not own fd.
+// "chunk <index> of '<key>'", for messages.
+std::string ChunkName(const std::string& key, uint32_t index);
+
+// The write half of both back ends' chunk sinks: writes the `length` bytes
+// of fd from `base` in order, hashing each 1 MiB slice right before it is
+// written, and starts the write-back every 8 MiB (sync_file_range: a hint;
+// fsync reports errors). More than `length` bytes → InvalidArgument;
+// ENOSPC/EDQUOT → ResourceExhausted. Does not own fd. `what` names the
+// chunk in errors and the file in I/O errors.
 class HashedRangeWriter {
  public:
-  HashedRangeWriter(int fd, uint64_t base, std::string what) : fd_(fd), base_(base), what_(std::move(what)) {}
+  HashedRangeWriter(int fd, uint64_t base, uint64_t length, std::string what, std::string file)
+      : fd_(fd), base_(base), length_(length), what_(std::move(what)), file_(std::move(file)) {}
   Status Write(std::span<const uint8_t> data);
-  uint64_t done() const { return done_; }
+  // OK once exactly `length` bytes were written, else InvalidArgument.
+  Status CheckComplete() const;
   Checksum128 Digest() const { return hash_.Digest(); }
 
  private:
   static constexpr uint64_t kWritebackBytes = 8ull << 20;
   const int fd_;
   const uint64_t base_;
+  const uint64_t length_;
   const std::string what_;
+  const std::string file_;
   Hasher hash_;
   uint64_t done_ = 0;     // bytes written
   uint64_t started_ = 0;  // bytes whose write-back was started
