@@ -246,7 +246,10 @@ std::string_view MoveOpName(MoveOp op) {
 Journal::Journal(std::string dir, std::string name, JournalOptions opts)
     : dir_(std::move(dir)), name_(std::move(name)), path_(dir_ + "/" + name_ + ".journal"), opts_(opts) {}
 
-Journal::~Journal() = default;
+Journal::~Journal() {
+  // Records written with JournalWait::kWritten are not lost by a clean close.
+  if (fd_.valid() && opts_.sync && written_ > durable_ && sync_error_.ok()) (void)::fdatasync(fd_.get());
+}
 
 Result<std::unique_ptr<Journal>> Journal::Open(const std::string& dir, std::string_view name,
                                                const JournalOptions& opts) {
@@ -327,7 +330,8 @@ uint64_t Journal::SizeBytes() const {
 }
 
 template <typename Apply>
-Status Journal::AppendLocked(std::unique_lock<std::mutex>& lk, const std::string& payload, Apply apply) {
+Status Journal::AppendLocked(std::unique_lock<std::mutex>& lk, const std::string& payload, Apply apply,
+                             JournalWait wait) {
   if (!sync_error_.ok()) return sync_error_;
   if (payload.size() > kMaxPayload) return InvalidArgument("journal record too large");
   std::string rec = Frame(payload);
@@ -347,7 +351,7 @@ Status Journal::AppendLocked(std::unique_lock<std::mutex>& lk, const std::string
   size_ += rec.size();
   written_ += rec.size();
   apply();
-  PDM_RETURN_IF_ERROR(SyncLocked(lk, written_));
+  if (wait == JournalWait::kDurable) PDM_RETURN_IF_ERROR(SyncLocked(lk, written_));
   return MaybeCompactLocked(lk);
 }
 
@@ -476,23 +480,24 @@ Status Journal::Archived(uint64_t id, const Checksum128& sum) {
   });
 }
 
-Status Journal::Released(uint64_t id) {
+Status Journal::Released(uint64_t id, JournalWait wait) {
   std::unique_lock lk(mu_);
   if (!moves_.count(id)) return NotFound("journal: move " + std::to_string(id) + " not in flight");
-  return AppendLocked(lk, Dump(json{{"t", "released"}, {"id", id}}), [&] { moves_[id].released = true; });
+  return AppendLocked(
+      lk, Dump(json{{"t", "released"}, {"id", id}}), [&] { moves_[id].released = true; }, wait);
 }
 
-Status Journal::End(uint64_t id) {
+Status Journal::End(uint64_t id, JournalWait wait) {
   std::unique_lock lk(mu_);
   if (!moves_.count(id)) return NotFound("journal: move " + std::to_string(id) + " not in flight");
-  return AppendLocked(lk, Dump(json{{"t", "end"}, {"id", id}}), [&] { moves_.erase(id); });
+  return AppendLocked(lk, Dump(json{{"t", "end"}, {"id", id}}), [&] { moves_.erase(id); }, wait);
 }
 
-Status Journal::Abort(uint64_t id, std::string_view reason) {
+Status Journal::Abort(uint64_t id, std::string_view reason, JournalWait wait) {
   std::unique_lock lk(mu_);
   if (!moves_.count(id)) return NotFound("journal: move " + std::to_string(id) + " not in flight");
   json j{{"t", "abort"}, {"id", id}, {"why", std::string(reason.substr(0, 1024))}};
-  return AppendLocked(lk, Dump(j), [&] { moves_.erase(id); });
+  return AppendLocked(lk, Dump(j), [&] { moves_.erase(id); }, wait);
 }
 
 }  // namespace pdm::hsm

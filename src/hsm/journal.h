@@ -65,6 +65,16 @@ struct Move {
   friend bool operator==(const Move&, const Move&) = default;
 };
 
+// How long a call that appends waits for its record.
+enum class JournalWait {
+  kDurable,  // until it is durable (fdatasync, shared by concurrent callers)
+  kWritten,  // until it is written: any later durable record, or the next
+             // fdatasync, carries it too (a fdatasync covers every byte
+             // written before it). For records that recovery can do without:
+             // losing one in a crash means every later record is lost too,
+             // and recovery reaches the same end from the earlier ones.
+};
+
 struct JournalOptions {
   // Compact once the file is larger than this. Default 4 MiB.
   uint64_t compact_bytes = 4ull << 20;
@@ -97,17 +107,18 @@ class Journal {
   // The in-flight move id. NotFound if it ended (or never began).
   Result<Move> Get(uint64_t id) const;
 
-  // Each call below appends one record and returns once it is durable. An id
-  // that is not in flight → NotFound(ENOENT), nothing appended.
+  // Each call below appends one record and returns once it is durable (or,
+  // with JournalWait::kWritten, once it is written). An id that is not in
+  // flight → NotFound(ENOENT), nothing appended.
   Result<uint64_t> Begin(MoveOp op, std::span<const uint8_t> handle, std::string_view key,
                          uint64_t version);
   Status ChunkDone(uint64_t id, const ChunkRef& chunk);
   // The object is committed in the archive with object checksum sum.
   Status Archived(uint64_t id, const Checksum128& sum);
-  Status Released(uint64_t id);
+  Status Released(uint64_t id, JournalWait wait = JournalWait::kDurable);
   // The move finished (End) or was rolled back (Abort); it leaves InFlight.
-  Status End(uint64_t id);
-  Status Abort(uint64_t id, std::string_view reason);
+  Status End(uint64_t id, JournalWait wait = JournalWait::kDurable);
+  Status Abort(uint64_t id, std::string_view reason, JournalWait wait = JournalWait::kDurable);
 
   // Rewrites the file with only the in-flight moves. Runs by itself past
   // compact_bytes; callable any time.
@@ -124,7 +135,8 @@ class Journal {
   // Writes go on while another thread is in fdatasync: that is what lets
   // one fdatasync cover several threads' records.
   template <typename Apply>
-  Status AppendLocked(std::unique_lock<std::mutex>& lk, const std::string& payload, Apply apply);
+  Status AppendLocked(std::unique_lock<std::mutex>& lk, const std::string& payload, Apply apply,
+                      JournalWait wait = JournalWait::kDurable);
   Status SyncLocked(std::unique_lock<std::mutex>& lk, uint64_t upto);
   Status CompactLocked(std::unique_lock<std::mutex>& lk);
   Status MaybeCompactLocked(std::unique_lock<std::mutex>& lk);

@@ -210,6 +210,35 @@ TEST_F(HsmJournal, ConcurrentAppendsShareSyncsAndAllSurvive) {
   for (const auto& m : *moves) EXPECT_EQ(m.chunks.size(), 1u);
 }
 
+TEST_F(HsmJournal, WrittenRecordsTakeEffectAtOnceAndReachTheFile) {
+  uint64_t a, b, c;
+  {
+    auto j = Open();
+    a = *j->Begin(MoveOp::kMigrate, kHandle, "k/a/v1", 1);
+    b = *j->Begin(MoveOp::kMigrate, kHandle, "k/b/v1", 1);
+    c = *j->Begin(MoveOp::kArchive, kHandle, "k/c/v1", 1);
+    ASSERT_TRUE(j->Released(a, JournalWait::kWritten).ok());
+    ASSERT_TRUE(j->End(a, JournalWait::kWritten).ok());
+    ASSERT_TRUE(j->Abort(b, "test", JournalWait::kWritten).ok());
+    ASSERT_EQ(j->InFlight().size(), 1u) << "ended and aborted moves leave at once";
+    EXPECT_EQ(j->Get(a).status().code(), Code::kNotFound);
+    EXPECT_EQ(j->End(a, JournalWait::kWritten).code(), Code::kNotFound) << "nothing appended for a gone move";
+    // Another reader of the file (a tool) sees them before any sync.
+    auto seen = Journal::Replay(path_);
+    ASSERT_TRUE(seen.ok());
+    ASSERT_EQ(seen->size(), 1u);
+    EXPECT_EQ((*seen)[0].id, c);
+    // A durable record after them makes them durable too (one fdatasync
+    // covers the file); here: the move that stays.
+    ASSERT_TRUE(j->ChunkDone(c, Chunk(0)).ok());
+  }
+  auto j = Open();
+  auto moves = j->InFlight();
+  ASSERT_EQ(moves.size(), 1u);
+  EXPECT_EQ(moves[0].id, c);
+  EXPECT_EQ(moves[0].chunks.size(), 1u);
+}
+
 TEST_F(HsmJournal, Kill9MidAppendLeavesAReadablePrefix) {
   pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
