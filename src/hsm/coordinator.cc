@@ -123,6 +123,18 @@ Status Coordinator::Recover() {
     const std::string h(m.handle.begin(), m.handle.end());
     auto st = GetState(sid_, h, DM_NO_TOKEN);
     const bool recorded = st.ok() && st->key == m.key && st->Has(kArchived);
+    if (m.op == MoveOp::kRelease || m.op == MoveOp::kRecall) {
+      // These begin only on a committed, recorded copy: never drop it. A
+      // file left a stub (punched, or its recall cut short) is released.
+      if (recorded && !st->Has(kReleased) && IsStub(sid_, h, DM_NO_TOKEN)) {
+        FileState s = *st;
+        s.Set(kReleased);
+        (void)PutState(sid_, h, DM_NO_TOKEN, s);
+      }
+      (void)journal_->End(m.id);
+      spdlog::info("hsm: recovery finished {} of {}", MoveOpName(m.op), m.key);
+      continue;
+    }
     if (!m.archived || !recorded) {
       if (Status s = m.archived ? archive_->Remove(m.key) : archive_->AbortObject(m.key, m.chunks); !s.ok())
         spdlog::warn("hsm: recovery could not drop object {}: {}", m.key, s.ToString());
@@ -259,22 +271,32 @@ void Coordinator::OnRequest(uint64_t token, const Request& req) {
     std::vector<Status> got;
     (void)ArchiveBatch(token, todo, req.op == Op::kMigrate, &got);
     for (size_t k = 0; k < where.size(); ++k) out[where[k]] = got[k];
+  } else if (req.op == Op::kRelease) {
+    std::vector<ReleaseItem> items(req.handles.size());
+    std::vector<bool> have(req.handles.size(), false);
+    ParallelFor(req.handles.size(), kFileParallelism, [&](size_t i) {
+      if (!out[i].ok()) return;
+      auto st = GetState(sid_, req.handles[i], token);
+      if (!st.ok()) {
+        out[i] = st.status();
+        return;
+      }
+      BeginMove(req.handles[i]);
+      items[i] = ReleaseItem{i, std::move(*st), 0};
+      have[i] = true;
+    });
+    std::vector<ReleaseItem> todo;
+    for (size_t i = 0; i < items.size(); ++i)
+      if (have[i]) todo.push_back(std::move(items[i]));
+    std::vector<Status> got;
+    ReleaseMany(token, req.handles, std::move(todo), &got);
+    for (size_t i = 0; i < req.handles.size(); ++i)
+      if (out[i].ok()) out[i] = got[i];
   } else {
     ParallelFor(req.handles.size(), kFileParallelism, [&](size_t i) {
       if (!out[i].ok()) return;
       const std::string& h = req.handles[i];
-      switch (req.op) {
-        case Op::kRelease:
-          BeginMove(h);
-          out[i] = Release(token, h);
-          EndMove(h);
-          break;
-        case Op::kRecall:
-          out[i] = Recall(token, h);
-          break;
-        default:
-          out[i] = Remove(token, h);
-      }
+      out[i] = req.op == Op::kRecall ? Recall(token, h) : Remove(token, h);
     });
   }
   Status first = FirstError(out);
@@ -336,17 +358,35 @@ Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>&
     std::string key;
     uint64_t move = 0;
     std::vector<ChunkRef> chunks;
+    std::optional<ObjectManifest> manifest;
+    Status st;
   };
   std::vector<std::optional<Plan>> planned(handles.size());
+  // What a migrate releases: the files archived below, and those whose copy
+  // is current already (a release on its own for each).
+  std::vector<ReleaseItem> to_release;
+  std::mutex release_mu;
   ParallelFor(handles.size(), kFileParallelism, [&](size_t i) {
     auto st = GetState(sid_, handles[i], token);
     if (!st.ok()) { (*out)[i] = st.status(); return; }
     auto fs = StatOf(sid_, handles[i], token);
     if (!fs.ok()) { (*out)[i] = fs.status(); return; }
     if (st->Has(kNoArchive)) { (*out)[i] = PermissionDenied("file is marked noarchive", EPERM); return; }
-    if (st->Has(kArchived) && !st->Has(kDirty) && !st->Has(kLost) && (st->Has(kReleased) || Unchanged(*st, *fs)))
+    if (st->Has(kArchived) && !st->Has(kDirty) && !st->Has(kLost) && (st->Has(kReleased) || Unchanged(*st, *fs))) {
+      if (then_release && !st->Has(kReleased)) {
+        BeginMove(handles[i]);
+        std::lock_guard<std::mutex> lk(release_mu);
+        to_release.push_back(ReleaseItem{i, std::move(*st), 0});
+      }
       return;  // the copy is current
-    Plan p{i, *st, *fs, KeyFor(handles[i], st->ver + 1), 0, {}};
+    }
+    // A stub's bytes are in the archive, not in the file: copying it out
+    // would archive the holes (a lost stub would come back as zeros).
+    if ((st->flags & (kReleased | kLost)) && IsStub(sid_, handles[i], token)) {
+      (*out)[i] = DataLoss("a stub whose archive copy is lost: its data is nowhere to copy from", EIO);
+      return;
+    }
+    Plan p{i, *st, *fs, KeyFor(handles[i], st->ver + 1), 0, {}, std::nullopt, Status::Ok()};
     if (p.key.empty()) { (*out)[i] = InvalidArgument("bad handle", EBADF); return; }
     auto id = journal_->Begin(then_release ? MoveOp::kMigrate : MoveOp::kArchive,
                               {reinterpret_cast<const uint8_t*>(handles[i].data()), handles[i].size()}, p.key,
@@ -401,51 +441,74 @@ Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>&
     t.task.token = token;
     running.push_back(std::async(std::launch::async, [this, task = t.task] { return RunTask(task, false); }));
   }
-  std::vector<Status> plan_status(plans.size(), Status::Ok());
   for (size_t t = 0; t < tasks.size(); ++t) {
     auto r = running[t].get();
     for (size_t j = 0; j < tasks[t].plans.size(); ++j) {
       Plan& p = plans[tasks[t].plans[j]];
-      if (!r.ok()) plan_status[tasks[t].plans[j]] = r.status();
-      else if (r->err) plan_status[tasks[t].plans[j]] = FromErrno(r->err, r->what);
+      if (!r.ok()) p.st = r.status();
+      else if (r->err) p.st = FromErrno(r->err, r->what);
       else if (j < r->chunks.size() && r->chunks[j].index == tasks[t].task.items[j].index) {
         p.chunks.push_back(r->chunks[j]);
         if (tasks[t].task.items.size() == 1) (void)journal_->ChunkDone(p.move, r->chunks[j]);
       } else {
-        plan_status[tasks[t].plans[j]] = Internal("a worker's result does not match its task", EIO);
+        p.st = Internal("a worker's result does not match its task", EIO);
       }
     }
   }
 
-  // Commit, record, watch for writes; then release what was asked.
+  // Manifests, committed together per batch of small files (one publication
+  // pass: the archive syncs their directories once), a big file alone.
+  for (Plan& p : plans) {
+    const std::string& h = handles[p.i];
+    if (p.st.ok() && Cancelled(h)) p.st = Aborted("cancelled", ECANCELED);
+    if (!p.st.ok()) continue;
+    std::sort(p.chunks.begin(), p.chunks.end(), [](const ChunkRef& a, const ChunkRef& b) { return a.index < b.index; });
+    auto m = BuildManifest(p.key, p.stat.size, opts_.chunk_size, p.chunks, "handle " + std::to_string(h.size()) + "B");
+    if (m.ok()) p.manifest = std::move(*m);
+    else p.st = m.status();
+  }
+  std::vector<std::vector<size_t>> groups;
+  for (const Pending& t : tasks)
+    if (ChunkCount(plans[t.plans[0]].stat.size, opts_.chunk_size) == 1) groups.push_back(t.plans);
+  for (size_t k = 0; k < plans.size(); ++k)  // big files, and empty ones (no task)
+    if (ChunkCount(plans[k].stat.size, opts_.chunk_size) != 1) groups.push_back({k});
+  ParallelFor(groups.size(), kFileParallelism, [&](size_t g) {
+    std::vector<size_t> ready;
+    std::vector<ObjectManifest> ms;
+    for (size_t k : groups[g])
+      if (plans[k].st.ok()) {
+        ready.push_back(k);
+        ms.push_back(*plans[k].manifest);
+      }
+    size_t committed = 0;
+    if (ms.empty() || archive_->Commit(ms, &committed).ok()) return;
+    // Which one failed: the rest one by one, so one bad object does not
+    // fail its neighbours.
+    for (size_t j = committed; j < ready.size(); ++j) plans[ready[j]].st = archive_->Commit(ms[j]);
+  });
+
+  // Record each copy; then release what was asked.
   ParallelFor(plans.size(), kFileParallelism, [&](size_t k) {
     Plan& p = plans[k];
     const std::string& h = handles[p.i];
-    Status st = plan_status[k];
-    if (st.ok() && Cancelled(h)) st = Aborted("cancelled", ECANCELED);
-    std::sort(p.chunks.begin(), p.chunks.end(), [](const ChunkRef& a, const ChunkRef& b) { return a.index < b.index; });
-    Result<ObjectManifest> m = st.ok() ? BuildManifest(p.key, p.stat.size, opts_.chunk_size, p.chunks,
-                                                       "handle " + std::to_string(h.size()) + "B")
-                                       : Result<ObjectManifest>(st);
-    if (m.ok()) st = archive_->Commit(*m);
-    else st = m.status();
+    Status st = p.st;
     if (st.ok()) {
-      (void)journal_->Archived(p.move, m->sum);
+      (void)journal_->Archived(p.move, p.manifest->sum);
       // A write while the data was copied makes the copy useless.
       auto now = StatOf(sid_, h, token);
       if (!now.ok()) st = now.status();
       else if (now->size != p.stat.size || now->mtime_ns != p.stat.mtime_ns)
         st = FailedPrecondition("the file changed while it was archived", EAGAIN);
     }
+    FileState s = p.state;
     if (st.ok()) {
-      FileState s = p.state;
       s.Set(kExists | kArchived);
       s.Clear(kDirty | kLost | kReleased);
       s.archive_id = archive_->id();
       s.key = p.key;
       s.size = p.stat.size;
       s.mtime_ns = p.stat.mtime_ns;
-      s.sum = m->sum;
+      s.sum = p.manifest->sum;
       s.ver = p.state.ver + 1;
       st = PutState(sid_, h, token, s);
       if (st.ok() && dm_sync_by_handle(sid_, H(h), h.size(), token) != 0) st = DmError("dm_sync_by_handle");
@@ -454,61 +517,125 @@ Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>&
     if (!st.ok()) {
       (void)archive_->AbortObject(p.key, p.chunks);
       (void)archive_->Remove(p.key);
-      (void)journal_->Abort(p.move, st.ToString());
+      (void)journal_->Abort(p.move, st.ToString(), JournalWait::kWritten);
       (*out)[p.i] = st;
       EndMove(h);
       return;
     }
-    (void)journal_->End(p.move);
-    // A migrate's release is part of the same move: cancellable until then.
-    if (!then_release) EndMove(h);
+    if (!then_release) {
+      (void)journal_->End(p.move, JournalWait::kWritten);
+      EndMove(h);
+      return;
+    }
+    // A migrate's release is part of the same move (cancellable until the
+    // punch), and its state is the one just recorded.
+    std::lock_guard<std::mutex> lk(release_mu);
+    to_release.push_back(ReleaseItem{p.i, std::move(s), p.move});
   });
   if (then_release) {
-    // Release checks for a cancel itself.
-    ParallelFor(handles.size(), kFileParallelism, [&](size_t i) {
-      if (!(*out)[i].ok()) return;
-      (*out)[i] = Release(token, handles[i]);
-      EndMove(handles[i]);
-    });
+    std::vector<Status> got;
+    ReleaseMany(token, handles, std::move(to_release), &got);
+    for (size_t i = 0; i < handles.size(); ++i)
+      if (!got[i].ok()) (*out)[i] = got[i];
   }
   return FirstError(*out);
 }
 
-Status Coordinator::Release(uint64_t token, const std::string& h) {
-  PDM_ASSIGN_OR_RETURN(FileState s, GetState(sid_, h, token));
-  if (s.Has(kReleased)) return Status::Ok();
-  if (!s.Has(kArchived)) return FailedPrecondition("not archived: nothing to release to", EINVAL);
-  if (s.Has(kDirty)) return FailedPrecondition("dirty: written since its archive copy", EBUSY);
-  if (s.Has(kLost)) return FailedPrecondition("its archive copy is lost", EIO);
-  if (s.Has(kNoRelease)) return PermissionDenied("marked norelease", EPERM);
-  PDM_ASSIGN_OR_RETURN(FileStat fs, StatOf(sid_, h, token));
-  if (!Unchanged(s, fs)) return FailedPrecondition("changed since its archive copy", EBUSY);
-  // The copy must really be there, complete, before any byte goes.
-  auto m = archive_->Stat(s.key);
-  if (!m.ok()) return m.status();
-  if (m->sum != s.sum || m->size != s.size) return DataLoss("archive copy does not match the file's state", EIO);
-  if (Cancelled(h)) return Aborted("cancelled", ECANCELED);
-  auto move = journal_->Begin(MoveOp::kRelease, {reinterpret_cast<const uint8_t*>(h.data()), h.size()}, s.key, s.ver);
-  if (!move.ok()) return move.status();
-  // Region first: from here a read recalls, so it can never see the hole.
-  PDM_RETURN_IF_ERROR(SetWholeRegion(sid_, h, token, kStub));
-  Task t;
-  t.kind = TaskKind::kPunch;
-  t.sid = sid_;
-  t.token = token;
-  t.items.push_back({h, s.key, 0, 0, 0});
-  auto r = RunTask(t, false);
-  if (!r.ok() || r->err) {
-    const Status st = r.ok() ? FromErrno(r->err, r->what) : r.status();
-    (void)journal_->Abort(*move, st.ToString());
-    return st;  // the region stays: a read recalls whatever the punch did
+void Coordinator::ReleaseMany(uint64_t token, const std::vector<std::string>& handles, std::vector<ReleaseItem> items,
+                              std::vector<Status>* out) {
+  out->assign(handles.size(), Status::Ok());
+  // Checks, region and sync per file. The region goes first: from then on a
+  // read recalls, so it can never see the hole, and a write waits for our
+  // rights; so the check for a change since the copy comes after it.
+  std::vector<bool> ready(items.size(), false);
+  ParallelFor(items.size(), kFileParallelism, [&](size_t k) {
+    ReleaseItem& it = items[k];
+    const std::string& h = handles[it.i];
+    // Not going on to the punch: what the file's request gets.
+    auto fail = [&](const Status& st) {
+      (*out)[it.i] = st;
+      if (it.move) (void)journal_->Abort(it.move, st.ToString(), JournalWait::kWritten);
+      EndMove(h);
+    };
+    FileState& s = it.state;
+    if (s.Has(kReleased)) return fail(Status::Ok());  // nothing to do
+    if (!s.Has(kArchived)) return fail(FailedPrecondition("not archived: nothing to release to", EINVAL));
+    if (s.Has(kDirty)) return fail(FailedPrecondition("dirty: written since its archive copy", EBUSY));
+    if (s.Has(kLost)) return fail(FailedPrecondition("its archive copy is lost", EIO));
+    if (s.Has(kNoRelease)) return fail(PermissionDenied("marked norelease", EPERM));
+    if (!it.move) {
+      // A release on its own: the copy must really be there, complete,
+      // before any byte goes (a migrate has just committed and checked it).
+      auto m = archive_->Stat(s.key);
+      if (!m.ok()) return fail(m.status());
+      if (m->sum != s.sum || m->size != s.size)
+        return fail(DataLoss("archive copy does not match the file's state", EIO));
+      auto move = journal_->Begin(MoveOp::kRelease, {reinterpret_cast<const uint8_t*>(h.data()), h.size()}, s.key,
+                                  s.ver);
+      if (!move.ok()) return fail(move.status());
+      it.move = *move;
+    }
+    if (Cancelled(h)) return fail(Aborted("cancelled", ECANCELED));
+    if (Status st = SetWholeRegion(sid_, h, token, kStub); !st.ok()) return fail(st);
+    auto unset = [&](const Status& why) {
+      if (Status e = SetWholeRegion(sid_, h, token, 0); !e.ok())
+        spdlog::warn("hsm: cannot clear the region of {} after a refused release: {}", s.key, e.ToString());
+      return fail(why);
+    };
+    auto fs = StatOf(sid_, h, token);
+    if (!fs.ok()) return unset(fs.status());
+    if (!Unchanged(s, *fs)) return unset(FailedPrecondition("changed since its archive copy", EBUSY));
+    // The region must be durable before the punch: a crash must not leave
+    // a hole that reads without a recall.
+    if (dm_sync_by_handle(sid_, H(h), h.size(), token) != 0) return unset(DmError("dm_sync_by_handle"));
+    ready[k] = true;
+  });
+
+  // The punches, batched like the puts. A batch that fails is tried again
+  // file by file, so one bad file does not fail the others; what failed
+  // keeps its region (a read recalls whatever the punch did).
+  std::vector<std::vector<size_t>> batches(1);
+  for (size_t k = 0; k < items.size(); ++k) {
+    if (!ready[k]) continue;
+    if (batches.back().size() >= opts_.batch_files) batches.emplace_back();
+    batches.back().push_back(k);
   }
-  s.Set(kReleased);
-  PDM_RETURN_IF_ERROR(PutState(sid_, h, token, s));
-  (void)dm_sync_by_handle(sid_, H(h), h.size(), token);
-  (void)journal_->Released(*move);
-  (void)journal_->End(*move);
-  return Status::Ok();
+  std::vector<Status> punched(items.size(), Status::Ok());
+  auto punch = [&](const std::vector<size_t>& ks) -> Status {
+    Task t;
+    t.kind = TaskKind::kPunch;
+    t.sid = sid_;
+    t.token = token;
+    for (size_t k : ks) t.items.push_back({handles[items[k].i], items[k].state.key, 0, 0, 0});
+    auto r = RunTask(t, false);
+    return !r.ok() ? r.status() : r->err ? FromErrno(r->err, r->what) : Status::Ok();
+  };
+  ParallelFor(batches.size(), kFileParallelism, [&](size_t b) {
+    if (batches[b].empty() || punch(batches[b]).ok()) return;
+    for (size_t k : batches[b]) punched[k] = batches[b].size() > 1 ? punch({k}) : punch(batches[b]);
+  });
+
+  ParallelFor(items.size(), kFileParallelism, [&](size_t k) {
+    if (!ready[k]) return;
+    ReleaseItem& it = items[k];
+    const std::string& h = handles[it.i];
+    Status st = punched[k];
+    if (st.ok()) {
+      it.state.Set(kReleased);
+      st = PutState(sid_, h, token, it.state);
+      if (st.ok() && dm_sync_by_handle(sid_, H(h), h.size(), token) != 0) st = DmError("dm_sync_by_handle");
+    }
+    // Recovery marks a stub whose move is still in flight released, so
+    // neither record needs to be durable before we answer.
+    if (st.ok()) {
+      (void)journal_->Released(it.move, JournalWait::kWritten);
+      (void)journal_->End(it.move, JournalWait::kWritten);
+    } else {
+      (void)journal_->Abort(it.move, st.ToString(), JournalWait::kWritten);
+      (*out)[it.i] = st;
+    }
+    EndMove(h);
+  });
 }
 
 Status Coordinator::Recall(uint64_t token, const std::string& h) {

@@ -82,7 +82,18 @@ class Coordinator {
   Status Archive(uint64_t token, const std::string& h, bool then_release);
   Status ArchiveBatch(uint64_t token, const std::vector<std::string>& handles, bool then_release,
                       std::vector<Status>* out);
-  Status Release(uint64_t token, const std::string& h);
+  // Releases items (each one file of handles, with its state as read under
+  // token): per file its checks, region and sync, then the punches batched,
+  // then the state. move: the migrate move the release belongs to, or 0 for
+  // a release on its own (it gets its own move). Every item's file leaves
+  // BeginMove's count; (*out)[i] for each handle (OK where nothing failed).
+  struct ReleaseItem {
+    size_t i = 0;
+    FileState state;
+    uint64_t move = 0;
+  };
+  void ReleaseMany(uint64_t token, const std::vector<std::string>& handles, std::vector<ReleaseItem> items,
+                   std::vector<Status>* out);
   Status Recall(uint64_t token, const std::string& h);
   Status Remove(uint64_t token, const std::string& h);
   Status Recover();
