@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -61,9 +62,25 @@ struct CachedFd {
   UniqueFd fd;
   int64_t opened_ns;
 };
+// Tokens of this process's own sessions (created or assumed here): a DM
+// application that answers its events itself makes dozens of file calls per
+// event under its token, and each would ask the session node. A confirmed
+// token is remembered for kCacheTtlNs unless this process answers or moves
+// it first (that forgets it at once); another process answering a token of
+// a session it did not create is the only way the memory can be stale, and
+// only for that long. Tokens of other processes' sessions (a worker handed
+// a token) are asked about every time.
+constexpr size_t kMaxCachedTokens = 4096;
+
 struct Cache {
   std::mutex mu;
   std::map<dm_sessid_t, int64_t> sessions;                  // GUARDED_BY(mu): sid -> when confirmed
+  std::set<dm_sessid_t> own;                                // GUARDED_BY(mu): created or assumed here
+  struct TokenSeen {
+    int64_t at_ns;  // confirmed (or answered) then
+    bool answered;  // by this process: never remembered as valid again
+  };
+  std::map<std::pair<dm_sessid_t, dm_token_t>, TokenSeen> tokens;  // GUARDED_BY(mu): own sessions' tokens
   std::map<std::pair<std::string, int>, CachedFd> fds;      // GUARDED_BY(mu)
   bool reaper_running = false;                              // GUARDED_BY(mu)
 };
@@ -117,6 +134,8 @@ void StartReaperLocked() {
                      [] {
                        C().fds.clear();
                        C().sessions.clear();
+                       C().own.clear();
+                       C().tokens.clear();
                        C().reaper_running = false;
                        C().mu.unlock();
                      });
@@ -140,6 +159,22 @@ void StartReaperLocked() {
 void ForgetSession(dm_sessid_t sid) {
   std::lock_guard<std::mutex> lk(C().mu);
   C().sessions.erase(sid);
+  C().own.erase(sid);
+  auto& t = C().tokens;
+  t.erase(t.lower_bound({sid, 0}), t.lower_bound({sid + 1, 0}));
+}
+
+void OwnSession(dm_sessid_t sid) {
+  std::lock_guard<std::mutex> lk(C().mu);
+  C().own.insert(sid);
+}
+
+void ForgetToken(dm_sessid_t sid, dm_token_t token) {
+  // A mark, not an erase: a check that asked the agent just before the
+  // answer must not put the token back (tokens are never reused). The mark
+  // only has to outlive such a check's entry, which expires after the TTL.
+  std::lock_guard<std::mutex> lk(C().mu);
+  C().tokens[{sid, token}] = {MonotonicNs(), true};
 }
 
 Status CheckSession(dm_sessid_t sid) {
@@ -161,9 +196,24 @@ Status CheckSession(dm_sessid_t sid) {
 Status CheckSessionToken(dm_sessid_t sid, dm_token_t token) {
   if (token == DM_NO_TOKEN) return CheckSession(sid);
   if (token == DM_INVALID_TOKEN) return InvalidArgument("DM_INVALID_TOKEN");
+  const int64_t now = MonotonicNs();
+  {
+    std::lock_guard<std::mutex> lk(C().mu);
+    auto it = C().tokens.find({sid, token});
+    if (it != C().tokens.end() && !it->second.answered && now - it->second.at_ns < kCacheTtlNs) return Status::Ok();
+  }
   PDM_ASSIGN_OR_RETURN(LocalClient * c, Client());
   auto e = c->FindEvent(sid, token);
-  return e.ok() ? Status::Ok() : e.status();
+  if (!e.ok()) return e.status();
+  std::lock_guard<std::mutex> lk(C().mu);
+  if (!C().own.count(sid)) return Status::Ok();
+  auto& tokens = C().tokens;
+  if (tokens.size() >= kMaxCachedTokens)
+    std::erase_if(tokens, [&](const auto& kv) { return now - kv.second.at_ns >= kCacheTtlNs; });
+  if (tokens.size() >= kMaxCachedTokens) return Status::Ok();  // all young: just not remembered
+  auto [it, fresh] = tokens.try_emplace({sid, token}, Cache::TokenSeen{now, false});
+  if (!fresh && !it->second.answered) it->second.at_ns = now;
+  return Status::Ok();
 }
 
 Result<std::string> ViewOf(uint64_t fsid) {

@@ -37,10 +37,16 @@ inline bool IsGlobal(const void* hanp, size_t hlen) { return hanp == DM_GLOBAL_H
 // The session must exist somewhere in the cluster (EINVAL otherwise).
 // A confirmed session is remembered for a second (see context.cc).
 Status CheckSession(dm_sessid_t sid);
-// Drops sid from that memory (dm_destroy_session).
+// Drops sid from that memory, and its tokens (dm_destroy_session).
 void ForgetSession(dm_sessid_t sid);
+// sid was created or assumed by this process: tokens confirmed on it are
+// remembered for a second too (dm_create_session).
+void OwnSession(dm_sessid_t sid);
+// This process answered or moved the token: not valid here any more.
+void ForgetToken(dm_sessid_t sid, dm_token_t token);
 // A file-level call's (sid, token): sid valid; token DM_NO_TOKEN or
-// outstanding on sid at this node (ESRCH otherwise).
+// outstanding on sid at its session node (ESRCH otherwise; see context.cc
+// for what is remembered).
 Status CheckSessionToken(dm_sessid_t sid, dm_token_t token);
 
 // Opens the object of a handle through this node's view of its file system.

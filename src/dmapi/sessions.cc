@@ -104,6 +104,7 @@ int dm_create_session(dm_sessid_t oldsid, const char* sessinfop, dm_sessid_t* ne
   if (!c.ok()) return Fail(c.status());
   auto sid = (*c)->CreateSession(oldsid, sessinfop);
   if (!sid.ok()) return Fail(sid.status());
+  OwnSession(*sid);
   *newsidp = *sid;
   return 0;
 }
@@ -171,6 +172,7 @@ int dm_respond_event(dm_sessid_t sid, dm_token_t token, dm_response_t response, 
   if (buflen > kMaxMessageData) return Fail(E2BIG);
   auto c = Client();
   if (!c.ok()) return Fail(c.status());
+  ForgetToken(sid, token);  // first: a file call racing the answer must ask
   Status st = (*c)->Respond(sid, token, static_cast<int>(response), reterror);
   return st.ok() ? 0 : Fail(st);
 }
@@ -179,6 +181,7 @@ int dm_move_event(dm_sessid_t srcsid, dm_token_t token, dm_sessid_t targetsid, d
   if (rtokenp == nullptr) return Fail(EFAULT);
   auto c = Client();
   if (!c.ok()) return Fail(c.status());
+  ForgetToken(srcsid, token);
   Status st = (*c)->MoveEvent(srcsid, token, targetsid);
   if (!st.ok()) return Fail(st);
   *rtokenp = token;  // tokens are cluster-unique: the event keeps its token

@@ -1064,3 +1064,86 @@ TEST(DmapiObjects, CachedObjectFdsNeverPinADeletedFile) {
 
 }  // namespace
 }  // namespace pdm::test
+
+namespace pdm::test {
+namespace {
+
+// File calls remember a token confirmed on a session of their own process
+// (src/dmapi/context.cc), so an answer from that process must end it at
+// once; a token of another process's session is asked about every time; and
+// an own token answered elsewhere is refused within the second it may be
+// remembered.
+TEST(DmapiObjects, RememberedTokensEndWithTheirAnswer) {
+  LocalCluster lc(2);
+  ASSERT_TRUE(lc.up());
+  const std::string f = lc.View(0) + "/tok.txt";
+  WriteFile(f, "tokens");
+  // Owner on node 0: confirms its token by a file call, answers it, and
+  // the next file call is refused at once.
+  EXPECT_CHILD_OK(RunOn(lc, 0, [&](FILE*, FILE*) {
+              dm_sessid_t sid = NewSession("own tokens");
+              Obj o = HandleOf(f);
+              dm_stat_t st;
+              for (int round = 0; round < 3; ++round) {
+                dm_token_t tok;
+                CHILD_CHECK(dm_create_userevent(sid, 0, nullptr, &tok) == 0);
+                CHILD_CHECK(dm_get_fileattr(sid, o.h, o.hl, tok, DM_AT_STAT, &st) == 0 && st.dt_size == 6);
+                CHILD_CHECK(dm_get_fileattr(sid, o.h, o.hl, tok, DM_AT_STAT, &st) == 0);
+                CHILD_CHECK(dm_respond_event(sid, tok, DM_RESP_CONTINUE, 0, 0, nullptr) == 0);
+                CHILD_FAILS(dm_get_fileattr(sid, o.h, o.hl, tok, DM_AT_STAT, &st), ESRCH);
+                char buf[8];
+                CHILD_FAILS(dm_read_invis(sid, o.h, o.hl, tok, 0, 6, buf), ESRCH);
+              }
+              CHILD_CHECK(dm_destroy_session(sid) == 0);
+              return 0;
+            }));
+
+  // The session's owner on node 1 keeps its token; a user of it on node 0
+  // (an HSM worker) sees the answer at once, and so does the owner within
+  // a second when another process gave the answer.
+  Child owner = Child::Start(lc, 1, [&](FILE* r, FILE* w) {
+    dm_sessid_t sid = NewSession("token owner");
+    dm_token_t tok;
+    CHILD_CHECK(dm_create_userevent(sid, 0, nullptr, &tok) == 0);
+    Obj o = HandleOf(lc.View(1) + "/tok.txt");
+    dm_stat_t st;
+    CHILD_CHECK(dm_get_fileattr(sid, o.h, o.hl, tok, DM_AT_STAT, &st) == 0);  // remembered now
+    std::fprintf(w, "%llu %llu\n", static_cast<unsigned long long>(sid), static_cast<unsigned long long>(tok));
+    CHILD_CHECK(ReadLineFromFile(r) == "answered");
+    const auto t0 = std::chrono::steady_clock::now();
+    while (dm_get_fileattr(sid, o.h, o.hl, tok, DM_AT_STAT, &st) == 0) {
+      CHILD_CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(1500));
+      ::usleep(20000);
+    }
+    CHILD_CHECK(errno == ESRCH);
+    CHILD_CHECK(dm_destroy_session(sid) == 0);
+    return 0;
+  });
+  std::istringstream line(owner.ReadLine());
+  unsigned long long sid = 0, tok = 0;
+  line >> sid >> tok;
+  ASSERT_NE(sid, 0u);
+  Child user = Child::Start(lc, 0, [&](FILE* r, FILE* w) {
+    Obj o = HandleOf(f);
+    dm_stat_t st;
+    CHILD_CHECK(dm_get_fileattr(sid, o.h, o.hl, tok, DM_AT_STAT, &st) == 0);
+    std::fprintf(w, "checked\n");
+    CHILD_CHECK(ReadLineFromFile(r) == "answered");
+    CHILD_FAILS(dm_get_fileattr(sid, o.h, o.hl, tok, DM_AT_STAT, &st), ESRCH);
+    return 0;
+  });
+  ASSERT_EQ(user.ReadLine(), "checked");
+  // A third process answers the owner's token (XDSM lets any process that
+  // knows the session do so).
+  EXPECT_CHILD_OK(RunOn(lc, 1, [&](FILE*, FILE*) {
+              CHILD_CHECK(dm_respond_event(sid, tok, DM_RESP_CONTINUE, 0, 0, nullptr) == 0);
+              return 0;
+            }));
+  user.Send("answered");
+  owner.Send("answered");
+  EXPECT_EQ(user.Wait(), 0);
+  EXPECT_EQ(owner.Wait(), 0);
+}
+
+}  // namespace
+}  // namespace pdm::test
