@@ -586,6 +586,7 @@ Status Hdf5Archive::Commit(std::span<const ObjectManifest> batch, size_t* commit
     std::string staged;
   };
   std::vector<Item> items;
+  SyncSet staged_sync;
   auto drop_staged = [&] {
     for (auto& it : items)
       if (!it.staged.empty()) ::unlink(it.staged.c_str());
@@ -626,13 +627,15 @@ Status Hdf5Archive::Commit(std::span<const ObjectManifest> batch, size_t* commit
     for (const auto& p : parents)
       if (st.ok()) st = FsyncPath(p);
     if (!st.ok()) break;
-    auto staged = store_.Stage(m);
+    auto staged = store_.Stage(m, &staged_sync);
     if (!staged.ok()) {
       st = staged.status();
       break;
     }
     items.push_back({&m, std::move(*staged)});
   }
+  // Every staged manifest durable before any is published.
+  if (st.ok()) st = staged_sync.Sync(root_fd_.get(), dir());
   if (!st.ok()) {
     drop_staged();
     return st;

@@ -138,6 +138,8 @@ Status SyncSet::Sync(int root_fd, const std::string& root) {
   }
   for (int fd : fds_)
     if (::fsync(fd) != 0) return ArchiveIoError("fsync", root + " (batch file)", errno);
+  for (const UniqueFd& fd : owned_)
+    if (::fsync(fd.get()) != 0) return ArchiveIoError("fsync", root + " (batch file)", errno);
   std::sort(paths_.begin(), paths_.end());
   paths_.erase(std::unique(paths_.begin(), paths_.end()), paths_.end());
   for (const auto& p : paths_) PDM_RETURN_IF_ERROR(FsyncPath(p));
@@ -173,7 +175,7 @@ Result<ObjectManifest> ManifestStore::Read(const std::string& key) const {
   return m;
 }
 
-Result<std::string> ManifestStore::Stage(const ObjectManifest& m) const {
+Result<std::string> ManifestStore::Stage(const ObjectManifest& m, SyncSet* later) const {
   std::string final_path = PathOf(m.key);
   std::string tmp = final_path + ".tmp." + std::to_string(::getpid()) + "." +
                     std::to_string(g_tmp_counter.fetch_add(1));
@@ -181,11 +183,12 @@ Result<std::string> ManifestStore::Stage(const ObjectManifest& m) const {
   if (!fd.valid()) return ArchiveIoError("open", tmp, errno);
   std::string text = EncodeManifest(m);
   Status st = PwriteAll(fd.get(), {reinterpret_cast<const uint8_t*>(text.data()), text.size()}, 0, tmp);
-  if (st.ok() && ::fsync(fd.get()) != 0) st = ArchiveIoError("fsync", tmp, errno);
+  if (st.ok() && !later && ::fsync(fd.get()) != 0) st = ArchiveIoError("fsync", tmp, errno);
   if (!st.ok()) {
     ::unlink(tmp.c_str());
     return st;
   }
+  if (later) later->AddFd(std::move(fd));
   return tmp;
 }
 
@@ -368,6 +371,7 @@ Status PosixArchive::Commit(std::span<const ObjectManifest> batch, size_t* commi
     bool already = false;
   };
   std::vector<Item> items;
+  SyncSet staged_sync;
   auto drop_staged = [&] {
     for (auto& it : items)
       if (!it.staged.empty()) ::unlink(it.staged.c_str());
@@ -422,7 +426,7 @@ Status PosixArchive::Commit(std::span<const ObjectManifest> batch, size_t* commi
       }
       if (!st.ok()) break;
     }
-    auto staged = store_.Stage(m);
+    auto staged = store_.Stage(m, &staged_sync);
     if (!staged.ok()) {
       st = staged.status();
       break;
@@ -430,6 +434,8 @@ Status PosixArchive::Commit(std::span<const ObjectManifest> batch, size_t* commi
     item.staged = std::move(*staged);
     items.push_back(std::move(item));
   }
+  // Every staged manifest durable before any is published.
+  if (st.ok()) st = staged_sync.Sync(root_fd_.get(), dir());
   if (!st.ok()) {
     // Nothing of this batch is published yet (*committed = 0); the caller
     // fixes or drops the bad object and commits the rest again.

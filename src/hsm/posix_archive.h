@@ -46,13 +46,15 @@ inline constexpr size_t kSyncfsThreshold = 16;
 class SyncSet {
  public:
   void AddFd(int fd) { fds_.push_back(fd); }
+  void AddFd(UniqueFd fd) { owned_.push_back(std::move(fd)); }  // closed by Sync or Clear
   void AddPath(const std::string& path) { paths_.push_back(path); }
-  size_t size() const { return fds_.size() + paths_.size(); }
+  size_t size() const { return fds_.size() + owned_.size() + paths_.size(); }
   Status Sync(int root_fd, const std::string& root);
-  void Clear() { fds_.clear(), paths_.clear(); }
+  void Clear() { fds_.clear(), owned_.clear(), paths_.clear(); }
 
  private:
   std::vector<int> fds_;  // not owned
+  std::vector<UniqueFd> owned_;
   std::vector<std::string> paths_;
 };
 
@@ -112,9 +114,11 @@ class ManifestStore {
   // NotFound(ENOENT) when absent; DataLoss(EIO) when it does not decode,
   // fails ValidateManifest, or names another key.
   Result<ObjectManifest> Read(const std::string& key) const;
-  // Writes m to a unique temp name next to its final name and fsyncs it;
-  // returns the temp path. ENOSPC → ResourceExhausted, temp removed.
-  Result<std::string> Stage(const ObjectManifest& m) const;
+  // Writes m to a unique temp name next to its final name and fsyncs it, or
+  // with `later` hands its fd to that set (one sync for a batch; the caller
+  // syncs it before any Publish); returns the temp path. ENOSPC →
+  // ResourceExhausted, temp removed.
+  Result<std::string> Stage(const ObjectManifest& m, SyncSet* later = nullptr) const;
   // Renames the staged temp into place without replacing an existing
   // manifest: an identical one already there is OK (temp removed), another →
   // AlreadyExists. The caller fsyncs the directory.
