@@ -264,6 +264,7 @@ struct HeldFile {
 
 struct NamespaceSource::State {
   std::unordered_map<std::string, HeldFile> held;  // by fid key
+  std::vector<std::string> doomed;                 // keys of held files marked doomed in this batch
   std::unordered_set<std::string> destroyed;
   std::deque<std::string> destroyed_order;
   std::deque<std::string> link_marks;
@@ -280,6 +281,7 @@ struct Batch {
   uint64_t fs_events = 0;
   std::unordered_map<int, bool> exempt;
   std::unordered_map<std::string, uint64_t> lists;
+  std::unordered_set<std::string> hold_checked;  // update_hold looked at these already
   std::optional<std::optional<dm::AttrName>> rod;
   // DESTROYs of objects not held, raised after the batch: the kernel queues
   // an unlinked inode's FAN_DELETE_SELF ahead of the FAN_DELETE in its
@@ -485,28 +487,38 @@ void NamespaceSource::Run() {
       if (!r.ok()) spdlog::debug("namespace events: event {} not raised: {}", type, r.status().ToString());
     });
   };
-  auto check_doomed = [&](HeldFile& h) {
-    struct stat st;
-    if (::fstat(h.fd.get(), &st) == 0 && st.st_nlink == 0) h.doomed = true;
+  auto mark_doomed = [&](const std::string& key, HeldFile& h) {
+    if (!h.doomed) s.doomed.push_back(key);
+    h.doomed = true;
   };
-  // Starts or stops holding a file after a change of its attributes.
-  auto update_hold = [&](const Fid& f, Batch& b) {
-    if (!f.valid()) return;
-    UniqueFd p = open_fid(f, O_PATH);
+  auto check_doomed = [&](const std::string& key, HeldFile& h) {
     struct stat st;
-    if (!p.valid() || ::fstat(p.get(), &st) != 0) return;
-    UniqueFd fd = Reopen(p.get(), st);
-    if (!fd.valid()) return;
+    if (::fstat(h.fd.get(), &st) == 0 && st.st_nlink == 0) mark_doomed(key, h);
+  };
+  // Starts or stops holding a file after a change of its attributes. Once
+  // per file and batch: it reads the attributes as they are now, so a second
+  // look would see the same (a DM application's state updates come in bursts).
+  auto update_hold = [&](const Fid& f, Batch& b) {
+    if (!f.valid() || !b.hold_checked.insert(f.key).second) return;
+    auto it = s.held.find(f.key);
+    UniqueFd opened;  // a file not held yet
+    if (it == s.held.end()) {
+      UniqueFd p = open_fid(f, O_PATH);
+      struct stat st;
+      if (!p.valid() || ::fstat(p.get(), &st) != 0) return;
+      opened = Reopen(p.get(), st);
+      if (!opened.valid()) return;
+    }
+    const int fd = it != s.held.end() ? it->second.fd.get() : opened.get();
     bool want = false;
     if (const auto& rod = rod_of(b)) {
       size_t needed = 0;
       uint8_t probe[1];
-      Status g = dm::GetDmAttr(fd.get(), *rod, probe, &needed);
+      Status g = dm::GetDmAttr(fd, *rod, probe, &needed);
       want = g.ok() || g.err() == E2BIG;
     }
     if (!want)
-      if (auto m = dm::GetEventList(fd.get()); m.ok()) want = (*m & Bit(DM_EVENT_DESTROY)) != 0;
-    auto it = s.held.find(f.key);
+      if (auto m = dm::GetEventList(fd); m.ok()) want = (*m & Bit(DM_EVENT_DESTROY)) != 0;
     if (!want) {
       if (it != s.held.end()) s.held.erase(it);
       return;
@@ -519,9 +531,9 @@ void NamespaceSource::Run() {
       s.warned_full = true;
       return;
     }
-    auto h = dm::FdToHandle(fd.get());
+    auto h = dm::FdToHandle(opened.get());
     if (!h.ok()) return;
-    s.held.emplace(f.key, HeldFile{std::move(fd), *h, false});
+    s.held.emplace(f.key, HeldFile{std::move(opened), *h, false});
   };
   auto remember_destroyed = [&](const std::string& key) {
     if (!s.destroyed.insert(key).second) return;
@@ -533,11 +545,12 @@ void NamespaceSource::Run() {
   };
   auto flush_doomed = [&](Batch& b) {
     for (const dm::Handle& h : b.destroys) raise(DM_EVENT_DESTROY, DestroyPayload(h, rod_of(b), {}));
-    for (auto it = s.held.begin(); it != s.held.end();) {
-      if (!it->second.doomed) {
-        ++it;
-        continue;
-      }
+    // Only the files marked in this batch: the held set can be large.
+    std::vector<std::string> doomed;
+    doomed.swap(s.doomed);
+    for (const std::string& key : doomed) {
+      auto it = s.held.find(key);
+      if (it == s.held.end() || !it->second.doomed) continue;  // let go of meanwhile
       HeldFile& h = it->second;
       uint64_t own = 0;
       if (auto m = dm::GetEventList(h.fd.get()); m.ok()) own = *m;
@@ -551,7 +564,7 @@ void NamespaceSource::Run() {
         raise(DM_EVENT_DESTROY, DestroyPayload(h.handle, rod, copy));
       }
       remember_destroyed(it->first);
-      it = s.held.erase(it);  // closes the fd: the inode may go now
+      s.held.erase(it);  // closes the fd: the inode may go now
     }
   };
   auto link_marked = [&](const std::string& key) {
@@ -592,7 +605,7 @@ void NamespaceSource::Run() {
       if (!ev.obj.valid()) return;
       s.link_marks.push_back(ev.obj.key);
       if (s.link_marks.size() > kLinkMarks) s.link_marks.pop_front();
-      if (auto it = s.held.find(ev.obj.key); it != s.held.end()) check_doomed(it->second);
+      if (auto it = s.held.find(ev.obj.key); it != s.held.end()) check_doomed(it->first, it->second);
       return;
     }
     // Whoever changed it (DM applications set the attribute), the hold set
@@ -638,7 +651,7 @@ void NamespaceSource::Run() {
   auto on_delete_self = [&](const Parsed& ev, Batch& b) {
     if (!ev.obj.valid()) return;
     if (auto it = s.held.find(ev.obj.key); it != s.held.end()) {
-      it->second.doomed = true;
+      mark_doomed(it->first, it->second);
       return;
     }
     if (s.destroyed.erase(ev.obj.key) != 0) return;  // raised at nlink 0 already
@@ -687,7 +700,7 @@ void NamespaceSource::Run() {
       if (meta.fd >= 0) ::close(meta.fd);  // fid groups report FAN_NOFD; never leak one
       if (meta.mask & FAN_Q_OVERFLOW) {
         spdlog::warn("namespace events: the kernel queue overflowed; namespace events were lost");
-        for (auto& [key, h] : s.held) check_doomed(h);
+        for (auto& [key, h] : s.held) check_doomed(key, h);
       } else {
         Parsed ev;
         if (ParseEvent(buf + off, meta, &ev)) {
