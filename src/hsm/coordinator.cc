@@ -273,7 +273,7 @@ void Coordinator::OnRequest(uint64_t token, const Request& req) {
     for (size_t k = 0; k < where.size(); ++k) out[where[k]] = got[k];
   } else if (req.op == Op::kRelease) {
     std::vector<ReleaseItem> items(req.handles.size());
-    std::vector<bool> have(req.handles.size(), false);
+    std::vector<uint8_t> have(req.handles.size(), 0);  // not vector<bool>: written from several threads
     ParallelFor(req.handles.size(), kFileParallelism, [&](size_t i) {
       if (!out[i].ok()) return;
       auto st = GetState(sid_, req.handles[i], token);
@@ -283,7 +283,7 @@ void Coordinator::OnRequest(uint64_t token, const Request& req) {
       }
       BeginMove(req.handles[i]);
       items[i] = ReleaseItem{i, std::move(*st), 0};
-      have[i] = true;
+      have[i] = 1;
     });
     std::vector<ReleaseItem> todo;
     for (size_t i = 0; i < items.size(); ++i)
@@ -547,7 +547,7 @@ void Coordinator::ReleaseMany(uint64_t token, const std::vector<std::string>& ha
   // Checks, region and sync per file. The region goes first: from then on a
   // read recalls, so it can never see the hole, and a write waits for our
   // rights; so the check for a change since the copy comes after it.
-  std::vector<bool> ready(items.size(), false);
+  std::vector<uint8_t> ready(items.size(), 0);  // not vector<bool>: written from several threads
   ParallelFor(items.size(), kFileParallelism, [&](size_t k) {
     ReleaseItem& it = items[k];
     const std::string& h = handles[it.i];
@@ -588,7 +588,7 @@ void Coordinator::ReleaseMany(uint64_t token, const std::vector<std::string>& ha
     // The region must be durable before the punch: a crash must not leave
     // a hole that reads without a recall.
     if (dm_sync_by_handle(sid_, H(h), h.size(), token) != 0) return unset(DmError("dm_sync_by_handle"));
-    ready[k] = true;
+    ready[k] = 1;
   });
 
   // The punches, batched like the puts. A batch that fails is tried again
