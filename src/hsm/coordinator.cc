@@ -12,6 +12,7 @@
 #include <random>
 #include <thread>
 
+#include "common/posix.h"
 #include "dm/handle.h"
 #include "hsm/dm_util.h"
 
@@ -119,18 +120,30 @@ Status Coordinator::Recover() {
   // its copy is committed and recorded, so rolling back means: drop an
   // uncommitted or unrecorded object; a file whose data may be gone (READ
   // region) is a stub whatever its state says, and reads recall it.
+  //
+  // A file a release left with its stub region, punched or not: its bytes
+  // are the copy's if it is unchanged since the copy (the punch comes only
+  // after that check), so it is released; changed, it was never punched,
+  // so the region goes and it is dirty. A recall cut short leaves a stub.
+  auto settle_stub = [&](const std::string& h, FileState s, bool recall) {
+    if (s.Has(kReleased) || !IsStub(sid_, h, DM_NO_TOKEN)) return;
+    auto fs = StatOf(sid_, h, DM_NO_TOKEN);
+    if (!recall && fs.ok() && !Unchanged(s, *fs)) {
+      if (Status e = SetWholeRegion(sid_, h, DM_NO_TOKEN, 0); !e.ok())
+        spdlog::warn("hsm: recovery cannot clear the region of {}: {}", s.key, e.ToString());
+      s.Set(kDirty);
+    } else {
+      s.Set(kReleased);
+    }
+    (void)PutState(sid_, h, DM_NO_TOKEN, s);
+  };
   for (const Move& m : journal_->InFlight()) {
     const std::string h(m.handle.begin(), m.handle.end());
     auto st = GetState(sid_, h, DM_NO_TOKEN);
     const bool recorded = st.ok() && st->key == m.key && st->Has(kArchived);
     if (m.op == MoveOp::kRelease || m.op == MoveOp::kRecall) {
-      // These begin only on a committed, recorded copy: never drop it. A
-      // file left a stub (punched, or its recall cut short) is released.
-      if (recorded && !st->Has(kReleased) && IsStub(sid_, h, DM_NO_TOKEN)) {
-        FileState s = *st;
-        s.Set(kReleased);
-        (void)PutState(sid_, h, DM_NO_TOKEN, s);
-      }
+      // These begin only on a committed, recorded copy: never drop it.
+      if (recorded) settle_stub(h, *st, m.op == MoveOp::kRecall);
       (void)journal_->End(m.id);
       spdlog::info("hsm: recovery finished {} of {}", MoveOpName(m.op), m.key);
       continue;
@@ -142,11 +155,7 @@ Status Coordinator::Recover() {
       spdlog::info("hsm: recovery rolled back {} of {}", MoveOpName(m.op), m.key);
       continue;
     }
-    if (!st->Has(kReleased) && IsStub(sid_, h, DM_NO_TOKEN)) {
-      FileState s = *st;
-      s.Set(kReleased);
-      (void)PutState(sid_, h, DM_NO_TOKEN, s);
-    }
+    settle_stub(h, *st, false);
     (void)journal_->End(m.id);
     spdlog::info("hsm: recovery finished {} of {}", MoveOpName(m.op), m.key);
   }
@@ -655,6 +664,7 @@ Status Coordinator::Recall(uint64_t token, const std::string& h) {
   // and chunk writers on several nodes can see each other's: afterwards the
   // file gets its own mtime back, or it would look changed since its copy.
   auto before = StatOf(sid_, h, token);
+  const int64_t t0 = MonotonicNs();
   auto move = journal_->Begin(MoveOp::kRecall, {reinterpret_cast<const uint8_t*>(h.data()), h.size()}, s.key, s.ver);
   std::vector<std::future<Result<TaskResult>>> running;
   for (const ChunkRef& c : m->chunks) {
@@ -671,6 +681,7 @@ Status Coordinator::Recall(uint64_t token, const std::string& h) {
     if (first.ok() && !r.ok()) first = r.status();
     else if (first.ok() && r->err) first = FromErrno(r->err, r->what);
   }
+  const int64_t t_data = MonotonicNs();
   if (!first.ok()) {
     // Chunks that did arrive go again: a file that could not be recalled is
     // a stub, all of it, as before.
@@ -687,10 +698,16 @@ Status Coordinator::Recall(uint64_t token, const std::string& h) {
       spdlog::warn("hsm: cannot restore the mtime of {}: {}", s.key, std::strerror(errno));
   }
   if (dm_sync_by_handle(sid_, H(h), h.size(), token) != 0) return DmError("dm_sync_by_handle");
+  const int64_t t_sync = MonotonicNs();
   PDM_RETURN_IF_ERROR(SetWholeRegion(sid_, h, token, 0));
   s.Clear(kReleased);
   PDM_RETURN_IF_ERROR(PutState(sid_, h, token, s));
-  if (move.ok()) (void)journal_->End(*move);
+  // A recall cut short leaves a stub, whose read recalls it again: its end
+  // need not be durable.
+  if (move.ok()) (void)journal_->End(*move, JournalWait::kWritten);
+  spdlog::debug("hsm: recalled {} ({} chunks): data {:.3f} s, sync {:.3f} s, total {:.3f} s", s.key,
+                m->chunks.size(), double(t_data - t0) / 1e9, double(t_sync - t_data) / 1e9,
+                double(MonotonicNs() - t0) / 1e9);
   return Status::Ok();
 }
 
