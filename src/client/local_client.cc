@@ -24,6 +24,7 @@ struct LocalClient::Req {
   int right = 0;
   uint64_t max_bytes = 0;
   unsigned overhead = 0;
+  bool no_payload = false;
 };
 
 namespace {
@@ -107,7 +108,7 @@ Status LocalClient::Call(const Req& q) {
   auto req = local::CreateRequest(fbb, wire::kLocalVersion, q.op, q.sid, q.oldsid, info, group, q.fsid, q.events,
                                   q.token, q.max_msgs, q.wait, q.response, q.err, static_cast<uint8_t>(q.type), q.sync,
                                   q.target_sid, payload, q.timeout_ms, object, q.right, q.max_bytes,
-                                  q.overhead);
+                                  q.overhead, q.no_payload);
   fbb.Finish(req);
   uint32_t len = fbb.GetSize();
   uint8_t hdr[4];
@@ -295,12 +296,13 @@ Result<std::vector<QueuedEvent>> LocalClient::Outstanding(uint64_t sid) {
   return EventsOf(Reply(reply_buf_));
 }
 
-Result<QueuedEvent> LocalClient::FindEvent(uint64_t sid, uint64_t token) {
+Result<QueuedEvent> LocalClient::FindEvent(uint64_t sid, uint64_t token, bool with_payload) {
   std::lock_guard<std::mutex> lk(mu_);
   Req q;
   q.op = local::Op::FindEvent;
   q.sid = sid;
   q.token = token;
+  q.no_payload = !with_payload;
   PDM_RETURN_IF_ERROR(Call(q));
   auto* e = Reply(reply_buf_)->events();
   if (!e || e->size() != 1) return Internal("node agent: find reply without the event");

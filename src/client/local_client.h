@@ -59,7 +59,10 @@ class LocalClient {
   Status Rewatch(uint64_t sid, const std::string& object);
   Status Respond(uint64_t sid, uint64_t token, int response, int err);
   Result<std::vector<QueuedEvent>> Outstanding(uint64_t sid);
-  Result<QueuedEvent> FindEvent(uint64_t sid, uint64_t token);
+  // with_payload false: only whether the token is outstanding (a file
+  // call's check); the event comes back without its payload, which for a
+  // tool's request can be tens of KiB.
+  Result<QueuedEvent> FindEvent(uint64_t sid, uint64_t token, bool with_payload = true);
   // By disposition (target_sid 0) or to one session.
   Result<RaiseResult> Raise(uint64_t fsid, unsigned type, bool sync, const std::vector<uint8_t>& payload,
                             uint64_t target_sid = 0);

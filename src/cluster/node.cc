@@ -1264,7 +1264,7 @@ Result<std::vector<QueuedEvent>> Node::Outstanding(uint64_t sid) {
   return v;
 }
 
-Result<QueuedEvent> Node::FindEvent(uint64_t sid, uint64_t token) {
+Result<QueuedEvent> Node::FindEvent(uint64_t sid, uint64_t token, bool with_payload) {
   std::unique_lock<std::mutex> lk(mu_);
   const SessionRecord* rec = tables_.Find(sid);
   if (!rec) return InvalidArgument("no session " + std::to_string(sid));
@@ -1272,7 +1272,8 @@ Result<QueuedEvent> Node::FindEvent(uint64_t sid, uint64_t token) {
     auto& q = queues_[sid];
     auto it = q.outstanding.find(token);
     if (it == q.outstanding.end()) return NotFound("token not outstanding", ESRCH);
-    return it->second;
+    if (with_payload) return it->second;
+    return it->second.Head();
   }
   const int owner = rec->owner;
   if (owner < 0 || owner >= opts_.size || !alive_[owner])
@@ -1281,7 +1282,7 @@ Result<QueuedEvent> Node::FindEvent(uint64_t sid, uint64_t token) {
   token_calls_[req].rank = owner;
   Outbox out;
   out.frames.emplace_back(owner, Envelope(wire::Body::TokenQuery, [&](Fbb& fbb) {
-                            return wire::CreateTokenQuery(fbb, req, sid, token);
+                            return wire::CreateTokenQuery(fbb, req, sid, token, !with_payload);
                           }));
   lk.unlock();
   Flush(out);
@@ -1295,6 +1296,8 @@ Result<QueuedEvent> Node::FindEvent(uint64_t sid, uint64_t token) {
   token_calls_.erase(req);
   if (!c.done) return NotFound("the session's node did not answer for the token", ESRCH);
   if (c.err != 0) return FromErrno(c.err, "token not outstanding on its session node");
+  c.ev.token = token;
+  c.ev.sid = sid;
   return c.ev;
 }
 
@@ -1310,10 +1313,10 @@ void Node::HandleTokenQuery(int origin, const wire::TokenQuery& q, Outbox& out) 
     if (it == queue.outstanding.end()) err = ESRCH; else ev = &it->second;
   }
   out.frames.emplace_back(origin, Envelope(wire::Body::TokenReply, [&](Fbb& fbb) {
-                            auto payload = fbb.CreateVector(ev ? ev->payload : std::vector<uint8_t>{});
+                            auto payload = fbb.CreateVector(ev && !q.no_payload() ? ev->payload : std::vector<uint8_t>{});
                             return wire::CreateTokenReply(fbb, q.req_id(), err, ev ? uint8_t(ev->type) : 0,
                                                           ev && ev->sync, ev ? ev->raiser : -1, ev ? ev->fsid : 0,
-                                                          payload);
+                                                          payload, ev ? ev->sequence : 0);
                           }));
 }
 
@@ -1328,6 +1331,7 @@ void Node::CompleteTokenCall(int peer, const wire::TokenReply& r) {
     c.ev.sync = r.sync();
     c.ev.raiser = r.raiser();
     c.ev.fsid = r.fsid();
+    c.ev.sequence = r.sequence();
     if (r.payload()) c.ev.payload.assign(r.payload()->begin(), r.payload()->end());
   }
   cv_.notify_all();

@@ -128,7 +128,7 @@ class Node final : public Transport::Handler {
   // From any node: a session owned elsewhere is asked over the transport
   // (TokenQuery), so a worker node can check the (sid, token) it was handed.
   // ESRCH when the token is not outstanding (or its session node is gone).
-  Result<QueuedEvent> FindEvent(uint64_t sid, uint64_t token);
+  Result<QueuedEvent> FindEvent(uint64_t sid, uint64_t token, bool with_payload = true);
 
   // Raises an event on this node (the node agent API; later the kernel event
   // source). A synchronous event blocks until the session answers, or EIO

@@ -37,6 +37,19 @@ struct QueuedEvent {
   bool notice = false;  // parallel-mode copy of an event handled elsewhere
   uint64_t sequence = 0;
   std::vector<uint8_t> payload;
+  // A copy without the payload.
+  QueuedEvent Head() const {
+    QueuedEvent h;
+    h.token = token;
+    h.sid = sid;
+    h.type = type;
+    h.sync = sync;
+    h.raiser = raiser;
+    h.fsid = fsid;
+    h.notice = notice;
+    h.sequence = sequence;
+    return h;
+  }
 };
 
 struct RaiseSpec {

@@ -347,7 +347,7 @@ void LocalServer::Serve(int fd) {
         if (Status st = node_->Pending(r.sid(), r.token()); !st.ok()) SetError(f, st);
         break;
       case local::Op::FindEvent: {
-        auto res = node_->FindEvent(r.sid(), r.token());
+        auto res = node_->FindEvent(r.sid(), r.token(), !r.no_payload());
         if (res.ok()) f.events.push_back(std::move(*res)); else SetError(f, res.status());
         break;
       }

@@ -203,7 +203,7 @@ Status CheckSessionToken(dm_sessid_t sid, dm_token_t token) {
     if (it != C().tokens.end() && !it->second.answered && now - it->second.at_ns < kCacheTtlNs) return Status::Ok();
   }
   PDM_ASSIGN_OR_RETURN(LocalClient * c, Client());
-  auto e = c->FindEvent(sid, token);
+  auto e = c->FindEvent(sid, token, /*with_payload=*/false);
   if (!e.ok()) return e.status();
   std::lock_guard<std::mutex> lk(C().mu);
   if (!C().own.count(sid)) return Status::Ok();

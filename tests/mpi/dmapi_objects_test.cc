@@ -1104,7 +1104,7 @@ TEST(DmapiObjects, RememberedTokensEndWithTheirAnswer) {
   Child owner = Child::Start(lc, 1, [&](FILE* r, FILE* w) {
     dm_sessid_t sid = NewSession("token owner");
     dm_token_t tok;
-    CHILD_CHECK(dm_create_userevent(sid, 0, nullptr, &tok) == 0);
+    CHILD_CHECK(dm_create_userevent(sid, 9, (void*)"the event", &tok) == 0);
     Obj o = HandleOf(lc.View(1) + "/tok.txt");
     dm_stat_t st;
     CHILD_CHECK(dm_get_fileattr(sid, o.h, o.hl, tok, DM_AT_STAT, &st) == 0);  // remembered now
@@ -1127,6 +1127,13 @@ TEST(DmapiObjects, RememberedTokensEndWithTheirAnswer) {
     Obj o = HandleOf(f);
     dm_stat_t st;
     CHILD_CHECK(dm_get_fileattr(sid, o.h, o.hl, tok, DM_AT_STAT, &st) == 0);
+    // A file call's check leaves the payload at the session node; asking for
+    // the event itself brings it.
+    alignas(8) char buf[256];
+    size_t rlen = 0;
+    auto* m = reinterpret_cast<dm_eventmsg_t*>(buf);
+    CHILD_CHECK(dm_find_eventmsg(sid, tok, sizeof buf, buf, &rlen) == 0 && m->ev_token == tok);
+    CHILD_CHECK(DM_GET_LEN(m, ev_data) == 9 && std::memcmp(DM_GET_VALUE(m, ev_data, char*), "the event", 9) == 0);
     std::fprintf(w, "checked\n");
     CHILD_CHECK(ReadLineFromFile(r) == "answered");
     CHILD_FAILS(dm_get_fileattr(sid, o.h, o.hl, tok, DM_AT_STAT, &st), ESRCH);

@@ -239,6 +239,7 @@ TEST(Dmapi, EventsAndErrorsFollowTheSpec) {
     CHILD_CHECK(dm_getall_tokens(sid, 0, toks, &n) == -1 && errno == E2BIG && n == 1);
     CHILD_CHECK(dm_getall_tokens(sid, 4, toks, &n) == 0 && n == 1 && toks[0] == tok);
     CHILD_CHECK(dm_find_eventmsg(sid, tok, sizeof(buf), buf, &rlen) == 0 && m->ev_token == tok);
+    CHILD_CHECK(DM_GET_LEN(m, ev_data) == 3 && std::memcmp(DM_GET_VALUE(m, ev_data, char*), "abc", 3) == 0);
     CHILD_CHECK(dm_pending(sid, tok, nullptr) == 0);
     CHILD_CHECK(dm_destroy_session(sid) == -1 && errno == EBUSY);
     CHILD_CHECK(dm_respond_event(sid, tok + 1, DM_RESP_CONTINUE, 0, 0, nullptr) == -1 && errno == ESRCH);
