@@ -307,7 +307,9 @@ void EventSource::OnEvent(std::shared_ptr<Pending> p) {
   spec.type = type;
   spec.sync = true;
   spec.payload = DataEventPayload(*h, off, len);
-  node_->RaiseAsync(spec, [this, p](Result<RaiseOutcome> r) {
+  spdlog::debug("events: pid {} touched a managed range [{}, +{}): raising event {}", ev->pid, off, len, type);
+  node_->RaiseAsync(spec, [this, p, t0 = MonotonicNs()](Result<RaiseOutcome> r) {
+    spdlog::debug("events: answer after {:.3f} s", double(MonotonicNs() - t0) / 1e9);
     if (!r.ok()) return Answer(*p, false, r.status().err() ? r.status().err() : EIO);
     if (!r->delivered) {
       spdlog::warn("events: access to a managed range and no session holds the disposition: EIO");

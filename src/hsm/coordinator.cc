@@ -314,13 +314,19 @@ void Coordinator::OnRequest(uint64_t token, const Request& req) {
 }
 
 void Coordinator::OnDataEvent(uint64_t token, unsigned type, const std::string& h) {
+  const int64_t t0 = MonotonicNs();
   if (dm_request_right(sid_, H(h), h.size(), token, DM_RR_WAIT, DM_RIGHT_EXCL) != 0)
     return Respond(token, DmError("dm_request_right"));
+  spdlog::debug("hsm: data event {} token {:#x}: right after {:.3f} s", type, token, double(MonotonicNs() - t0) / 1e9);
   // A stub's region carries READ, and the kernel reports every access to it
   // (write and truncate too) as one, so a READ means: bring the data back.
   // Recall does nothing for a file that is resident again (the second of
   // two readers, who waited for the right).
-  if (type == DM_EVENT_READ) return Respond(token, Recall(token, h));
+  if (type == DM_EVENT_READ) {
+    Status st = Recall(token, h);
+    spdlog::debug("hsm: data event token {:#x} answered after {:.3f} s", token, double(MonotonicNs() - t0) / 1e9);
+    return Respond(token, st);
+  }
   // WRITE / TRUNCATE come only from regions without READ (not the HSM's):
   // the archive copy no longer matches what the file will hold: dirty,
   // never released until archived again; no more events needed.
