@@ -118,18 +118,11 @@ void* ReaperMain(void*) {
   return nullptr;
 }
 
-// A cached fd pins its file: a deleted file's blocks are not freed and its
-// file system cannot be unmounted while we hold it. So entries go when they
-// expire even if this process makes no more calls: a detached thread, one
-// per process, started with the first cached fd, sweeps every TTL. It runs
-// with every signal blocked, so the application's signals never land on it.
-// If it cannot be started, entries still expire at the next call.
-void StartReaperLocked() {
-  if (C().reaper_running) return;
+// The cache lock is held across fork, so the child's copy is never caught
+// half-modified; the child has no reaper, owns no session, and need not keep
+// the parent's fds: it starts afresh.
+void RegisterAtForkOnce() {
   static const bool at_fork = [] {
-    // The cache lock is held across fork, so the child's copy is never
-    // caught half-modified; the child has no reaper (and need not keep the
-    // parent's fds): it starts afresh.
     ::pthread_atfork([] { C().mu.lock(); }, [] { C().mu.unlock(); },
                      [] {
                        C().fds.clear();
@@ -142,6 +135,17 @@ void StartReaperLocked() {
     return true;
   }();
   (void)at_fork;
+}
+
+// A cached fd pins its file: a deleted file's blocks are not freed and its
+// file system cannot be unmounted while we hold it. So entries go when they
+// expire even if this process makes no more calls: a detached thread, one
+// per process, started with the first cached fd, sweeps every TTL. It runs
+// with every signal blocked, so the application's signals never land on it.
+// If it cannot be started, entries still expire at the next call.
+void StartReaperLocked() {
+  if (C().reaper_running) return;
+  RegisterAtForkOnce();
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -165,6 +169,7 @@ void ForgetSession(dm_sessid_t sid) {
 }
 
 void OwnSession(dm_sessid_t sid) {
+  RegisterAtForkOnce();  // a child must not inherit what this process remembers
   std::lock_guard<std::mutex> lk(C().mu);
   C().own.insert(sid);
 }
@@ -173,8 +178,18 @@ void ForgetToken(dm_sessid_t sid, dm_token_t token) {
   // A mark, not an erase: a check that asked the agent just before the
   // answer must not put the token back (tokens are never reused). The mark
   // only has to outlive such a check's entry, which expires after the TTL.
+  // Only own sessions' tokens are ever remembered, so only they need one.
+  const int64_t now = MonotonicNs();
   std::lock_guard<std::mutex> lk(C().mu);
-  C().tokens[{sid, token}] = {MonotonicNs(), true};
+  if (!C().own.count(sid)) return;
+  auto& tokens = C().tokens;
+  if (tokens.size() >= kMaxCachedTokens) {
+    std::erase_if(tokens, [&](const auto& kv) { return now - kv.second.at_ns >= kCacheTtlNs; });
+    // Still full of young entries: forgetting a confirmation is always
+    // safe; the marks (at most a second's answers) stay.
+    if (tokens.size() >= kMaxCachedTokens) std::erase_if(tokens, [](const auto& kv) { return !kv.second.answered; });
+  }
+  tokens[{sid, token}] = {now, true};
 }
 
 Status CheckSession(dm_sessid_t sid) {

@@ -47,6 +47,23 @@ bool IsStub(dm_sessid_t sid, const std::string& h, dm_token_t token) {
 
 bool Unchanged(const FileState& s, const FileStat& st) { return s.size == st.size && s.mtime_ns == st.mtime_ns; }
 
+// Whether any of the file's bytes are a hole: what a stub left by a release
+// that did not finish tells us about its punch. Its mtime cannot (a punch
+// moves mtime, then puts it back; a crash can keep the first step only).
+// Unreadable → true: then the copy is taken to hold the data.
+bool HasHole(dm_sessid_t sid, const std::string& h, dm_token_t token) {
+  dm_off_t off = 0;
+  for (;;) {
+    dm_extent_t ext[64];
+    unsigned n = 0;
+    const int rc = dm_get_allocinfo(sid, H(h), h.size(), token, &off, 64, ext, &n);
+    if (rc < 0) return true;
+    for (unsigned i = 0; i < n; ++i)
+      if (ext[i].ex_type == DM_EXTENT_HOLE && ext[i].ex_length > 0) return true;
+    if (rc == 0 || n == 0) return false;
+  }
+}
+
 std::string KeyFor(const std::string& h, uint64_t ver) {
   auto parsed = dm::Handle::Parse({reinterpret_cast<const uint8_t*>(h.data()), h.size()});
   if (!parsed.ok()) return {};
@@ -121,14 +138,15 @@ Status Coordinator::Recover() {
   // uncommitted or unrecorded object; a file whose data may be gone (READ
   // region) is a stub whatever its state says, and reads recall it.
   //
-  // A file a release left with its stub region, punched or not: its bytes
-  // are the copy's if it is unchanged since the copy (the punch comes only
-  // after that check), so it is released; changed, it was never punched,
-  // so the region goes and it is dirty. A recall cut short leaves a stub.
+  // A file a release left with its stub region: punched (even partly: a
+  // hole), its data is the copy's, so it is released; no hole and changed
+  // since the copy, it was never punched (the punch comes only after the
+  // check), so the region goes and it is dirty. A recall cut short leaves
+  // a stub.
   auto settle_stub = [&](const std::string& h, FileState s, bool recall) {
     if (s.Has(kReleased) || !IsStub(sid_, h, DM_NO_TOKEN)) return;
     auto fs = StatOf(sid_, h, DM_NO_TOKEN);
-    if (!recall && fs.ok() && !Unchanged(s, *fs)) {
+    if (!recall && fs.ok() && !Unchanged(s, *fs) && !HasHole(sid_, h, DM_NO_TOKEN)) {
       if (Status e = SetWholeRegion(sid_, h, DM_NO_TOKEN, 0); !e.ok())
         spdlog::warn("hsm: recovery cannot clear the region of {}: {}", s.key, e.ToString());
       s.Set(kDirty);
@@ -599,7 +617,14 @@ void Coordinator::ReleaseMany(uint64_t token, const std::vector<std::string>& ha
     };
     auto fs = StatOf(sid_, h, token);
     if (!fs.ok()) return unset(fs.status());
-    if (!Unchanged(s, *fs)) return unset(FailedPrecondition("changed since its archive copy", EBUSY));
+    if (!Unchanged(s, *fs)) {
+      // Written since the copy: dirty, so that even a region that could
+      // not be cleared never recalls the old copy over the new bytes.
+      FileState d = s;
+      d.Set(kDirty);
+      (void)PutState(sid_, h, token, d);
+      return unset(FailedPrecondition("changed since its archive copy", EBUSY));
+    }
     // The region must be durable before the punch: a crash must not leave
     // a hole that reads without a recall.
     if (dm_sync_by_handle(sid_, H(h), h.size(), token) != 0) return unset(DmError("dm_sync_by_handle"));
@@ -655,7 +680,12 @@ void Coordinator::ReleaseMany(uint64_t token, const std::vector<std::string>& ha
 
 Status Coordinator::Recall(uint64_t token, const std::string& h) {
   PDM_ASSIGN_OR_RETURN(FileState s, GetState(sid_, h, token));
-  if (!s.Has(kReleased) && !IsStub(sid_, h, token)) return Status::Ok();  // resident
+  if (!s.Has(kReleased)) {
+    if (!IsStub(sid_, h, token)) return Status::Ok();  // resident
+    // A region from a release that did not finish. Dirty or whole, the file
+    // holds its own bytes, newer than the copy's or equal to them: keep them.
+    if (s.Has(kDirty) || !HasHole(sid_, h, token)) return SetWholeRegion(sid_, h, token, 0);
+  }
   auto lost = [&](const Status& why) {
     spdlog::error("hsm: recall of {} failed, the file stays a stub and is marked lost: {}", s.key, why.ToString());
     s.Set(kLost);
@@ -720,7 +750,8 @@ Status Coordinator::Recall(uint64_t token, const std::string& h) {
 Status Coordinator::Remove(uint64_t token, const std::string& h) {
   PDM_ASSIGN_OR_RETURN(FileState s, GetState(sid_, h, token));
   if (!s.Has(kArchived)) return Status::Ok();
-  if (s.Has(kReleased)) return FailedPrecondition("released: the archive holds its only copy (recall first)", EBUSY);
+  if (s.Has(kReleased) || IsStub(sid_, h, token))
+    return FailedPrecondition("released: the archive holds its only copy (recall first)", EBUSY);
   if (Status st = archive_->Remove(s.key); !st.ok() && st.err() != ENOENT) return st;
   PDM_RETURN_IF_ERROR(SetWholeRegion(sid_, h, token, 0));
   FileState keep;

@@ -188,6 +188,54 @@ TEST_P(Hsm, CorruptCopyFailsWithEioAndTheFileIsLostDirtyFilesAreNotReleased) {
   EXPECT_NE(cout.find("more"), std::string::npos) << "rc " << crc << ": " << cout.substr(0, 200) << "\n" << Sh("grep -v ' info ' " + lc_.dir() + "/state/pdmd.log | tail -20").second;
 }
 
+// A stub region that a release left unfinished (a crash between its
+// region and its state, or a punch whose result was lost): the file's own
+// bytes are never overwritten by a recall while it has no hole, and its
+// copy is never removed while it has one.
+TEST_P(Hsm, AnUnfinishedReleaseNeverCostsTheFilesOwnBytesOrItsCopy) {
+  const std::string d = lc_.View(0) + "/data";
+  fs::create_directories(d);
+  ASSERT_EQ(Sh("head -c 300000 /dev/urandom > " + d + "/f && cp " + d + "/f " + lc_.dir() + "/f.orig").first, 0);
+  const std::string f = d + "/f";
+  ASSERT_EQ(Request(lc_, 1, hsm::Op::kArchive, {f}), 0);
+  ASSERT_TRUE(StateOf(f).Has(hsm::kArchived));
+  // The region a release sets first, then (second round) its punch, done
+  // by hand; the state never says released.
+  auto stub = [&](bool punch) {
+    return RunOn(lc_, 0, [&](FILE*, FILE*) {
+      dm_sessid_t sid;
+      CHILD_CHECK(dm_create_session(DM_NO_SESSION, "half release", &sid) == 0);
+      void* h;
+      size_t hl;
+      CHILD_CHECK(dm_path_to_handle(f.c_str(), &h, &hl) == 0);
+      dm_region_t r{};
+      r.rg_flags = DM_REGION_READ | DM_REGION_WRITE | DM_REGION_TRUNCATE;
+      dm_boolean_t exact;
+      CHILD_CHECK(dm_set_region(sid, h, hl, DM_NO_TOKEN, 1, &r, &exact) == 0);
+      if (punch) CHILD_CHECK(dm_punch_hole(sid, h, hl, DM_NO_TOKEN, 0, 0) == 0);
+      CHILD_CHECK(dm_destroy_session(sid) == 0);
+      return 0;
+    });
+  };
+  // No hole: a write raced the release (here: newer bytes) and must stay.
+  // (A second later than the copy: states keep mtime in seconds.)
+  ::usleep(1100000);
+  ASSERT_EQ(Sh("printf newer | dd of=" + f + " bs=1 seek=100 conv=notrunc status=none").first, 0);
+  for (int i = 0; i < 50 && !StateOf(f).Has(hsm::kDirty); ++i) ::usleep(100000);
+  ASSERT_TRUE(StateOf(f).Has(hsm::kDirty)) << "CLOSE marked it";
+  ASSERT_EQ(Sh("cp " + f + " " + lc_.dir() + "/f.newer").first, 0);
+  EXPECT_CHILD_OK(stub(false));
+  auto kept = Sh("cmp " + lc_.View(3) + "/data/f " + lc_.dir() + "/f.newer");
+  EXPECT_EQ(kept.first, 0) << "the newer bytes stay: " << kept.second << Sh("grep -v info " + lc_.dir() + "/state/pdmd.log | tail -5").second;
+  EXPECT_FALSE(StateOf(f).Has(hsm::kReleased));
+  // Punched, state not released: the copy is the only one left.
+  ASSERT_EQ(Request(lc_, 1, hsm::Op::kArchive, {f}), 0);  // a copy of the newer bytes
+  EXPECT_CHILD_OK(stub(true));
+  EXPECT_EQ(Request(lc_, 1, hsm::Op::kRemove, {f}), EBUSY);
+  EXPECT_TRUE(StateOf(f).Has(hsm::kArchived)) << "the copy is kept";
+  EXPECT_EQ(Sh("cmp " + lc_.View(2) + "/data/f " + lc_.dir() + "/f.newer").first, 0) << "recalled from the copy";
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, Hsm, ::testing::Values("posix", "hdf5"));
 
 }  // namespace
