@@ -118,27 +118,6 @@ struct Args {
   unsigned requests = 4;
 };
 
-// MPI with MPI_THREAD_FUNNELED: the request threads never call MPI, but the
-// main thread keeps the progress reporter's collectives going while they
-// block in dm_send_msg, and that needs more than MPI_THREAD_SINGLE.
-class MpiFunneled {
- public:
-  MpiFunneled(int* argc, char*** argv) {
-    MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided_);
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
-    MPI_Comm_size(MPI_COMM_WORLD, &size_);
-  }
-  ~MpiFunneled() { MPI_Finalize(); }
-  MpiFunneled(const MpiFunneled&) = delete;
-  MpiFunneled& operator=(const MpiFunneled&) = delete;
-  int rank() const { return rank_; }
-  int size() const { return size_; }
-  bool threads_ok() const { return provided_ >= MPI_THREAD_FUNNELED; }
-
- private:
-  int provided_ = MPI_THREAD_SINGLE, rank_ = 0, size_ = 1;
-};
-
 // Returns -1 to go on, else the exit code (help/version 0, usage 2).
 int Parse(const ToolKind& k, int argc, char** argv, int rank, Args* a) {
   const std::string tool = "pdm-" + std::string(k.name);
@@ -510,7 +489,7 @@ Status LoadPolicy(const ToolKind& k, const std::string& file, Policy* p) {
   return Status::Ok();
 }
 
-int RunAction(const ToolKind& k, const MpiFunneled& mpi, const Args& a) {
+int RunAction(const ToolKind& k, const MpiSession& mpi, const Args& a) {
   const MPI_Comm comm = MPI_COMM_WORLD;
   const std::string tool = "pdm-" + std::string(k.name);
   auto max_bytes = ParseSize(a.batch_bytes);
@@ -570,7 +549,7 @@ int RunAction(const ToolKind& k, const MpiFunneled& mpi, const Args& a) {
     if (st.ok()) {
       hsm = std::move(*h);
       SendAll(comm, *hsm, with_policy ? std::string("files done") : std::string("files ") + k.done, tool, batches,
-              mpi.threads_ok() ? a.requests : 0, a.progress, &t);
+              mpi.provided() >= MPI_THREAD_FUNNELED ? a.requests : 0, a.progress, &t);
     }
   }
   const double secs = MPI_Wtime() - t0;
@@ -660,7 +639,7 @@ std::string HumanState(const std::string& path, const hsm::FileState& s) {
   return line + "\n";
 }
 
-int RunState(const ToolKind& k, const MpiFunneled& mpi, const Args& a) {
+int RunState(const ToolKind& k, const MpiSession& mpi, const Args& a) {
   const MPI_Comm comm = MPI_COMM_WORLD;
   const std::string tool = "pdm-" + std::string(k.name);
   Collected c;
@@ -769,7 +748,10 @@ int HsmToolMain(std::string_view tool, int argc, char** argv) {
     std::fprintf(stderr, "pdm hsm tools: unknown tool '%.*s'\n", static_cast<int>(tool.size()), tool.data());
     return 2;
   }
-  MpiFunneled mpi(&argc, &argv);
+  // MPI_THREAD_FUNNELED: the request threads never call MPI, but the main
+  // thread keeps the progress reporter's collectives going while they block
+  // in dm_send_msg, and that needs more than MPI_THREAD_SINGLE.
+  MpiSession mpi(&argc, &argv, MPI_THREAD_FUNNELED);
   Args a;
   if (int rc = Parse(*k, argc, argv, mpi.rank(), &a); rc >= 0) return rc;
   return k->is_state ? RunState(*k, mpi, a) : RunAction(*k, mpi, a);

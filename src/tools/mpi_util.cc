@@ -1,16 +1,31 @@
 #include "tools/mpi_util.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 namespace pdm::tools {
 
-MpiSession::MpiSession(int* argc, char*** argv) {
+bool StartedWithoutLauncher() {
+  // mpirun sets OMPI_COMM_WORLD_SIZE; srun --mpi=pmix sets PMIX_RANK,
+  // --mpi=pmi2 PMI_RANK. Without any of them Open MPI runs as a singleton.
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK"})
+    if (std::getenv(v) != nullptr) return false;
+  return true;
+}
+
+MpiSession::MpiSession(int* argc, char*** argv, int required) {
   int inited = 0;
   MPI_Initialized(&inited);
   if (!inited) {
-    MPI_Init(argc, argv);
+    if (StartedWithoutLauncher()) {
+      ::setenv("OMPI_MCA_pml", "ob1", /*overwrite=*/0);
+      ::setenv("OMPI_MCA_ess_singleton_isolated", "1", /*overwrite=*/0);
+    }
+    MPI_Init_thread(argc, argv, required, &provided_);
     owns_ = true;
+  } else {
+    MPI_Query_thread(&provided_);
   }
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
