@@ -1,8 +1,10 @@
 #include "dmapi/context.h"
 
 #include <fcntl.h>
+#include <linux/mount.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -261,6 +263,41 @@ Result<FsArg> FsHandleArg(dm_sessid_t sid, const void* hanp, size_t hlen, dm_tok
   return FsArg{std::move(h), std::move(view)};
 }
 
+namespace {
+
+// The mount DM calls open objects through: a detached clone of this node's
+// view (open_tree with OPEN_TREE_CLONE). It is the same file system and the
+// same files, but no fanotify mount mark covers it, so invisible I/O, punches
+// and attribute calls raise no access events (XDSM: DM calls generate none).
+// Through the view itself each of them was an event that the event source
+// had to answer for the DM application: a round trip through pdm-eventd and
+// the agent per 256 KiB of a recall and per punched file. Where the kernel
+// refuses a clone, the view is used and the event source still lets DM
+// applications through, only slower. One per file system, kept for the life
+// of the process (a forked child shares it, which is harmless).
+Result<int> DmMountOf(uint64_t fsid) {
+  static std::mutex mu;
+  static std::map<uint64_t, int>* mounts = new std::map<uint64_t, int>;  // never closed: see above
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    if (auto it = mounts->find(fsid); it != mounts->end()) return it->second;
+  }
+  PDM_ASSIGN_OR_RETURN(std::string view, ViewOf(fsid));
+  // open_tree gives an O_PATH descriptor, which open_by_handle_at does not
+  // take (EBADF): the clone's root is opened through it.
+  int fd = -1;
+  UniqueFd tree(static_cast<int>(::syscall(SYS_open_tree, AT_FDCWD, view.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)));
+  if (tree.valid()) fd = ::openat(tree.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) fd = ::open(view.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return PosixError("open", view, errno);
+  std::lock_guard<std::mutex> lk(mu);
+  auto [it, fresh] = mounts->emplace(fsid, fd);
+  if (!fresh) ::close(fd);  // another thread made one first
+  return it->second;
+}
+
+}  // namespace
+
 Result<UniqueFd> OpenHandle(const dm::Handle& h, int flags) {
   const std::span<const uint8_t> b = h.bytes();
   std::pair<std::string, int> key{std::string(b.begin(), b.end()), flags};
@@ -273,10 +310,8 @@ Result<UniqueFd> OpenHandle(const dm::Handle& h, int flags) {
       if (dup.valid()) return dup;
     }
   }
-  PDM_ASSIGN_OR_RETURN(std::string view, ViewOf(h.fsid()));
-  UniqueFd mount(::open(view.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!mount.valid()) return PosixError("open", view, errno);
-  PDM_ASSIGN_OR_RETURN(UniqueFd fd, dm::Open(h, mount.get(), flags));
+  PDM_ASSIGN_OR_RETURN(int mount, DmMountOf(h.fsid()));
+  PDM_ASSIGN_OR_RETURN(UniqueFd fd, dm::Open(h, mount, flags));
   UniqueFd keep(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
   if (keep.valid()) {
     std::vector<CachedFd> expired;  // closed after the lock is released

@@ -49,7 +49,8 @@ void ForgetToken(dm_sessid_t sid, dm_token_t token);
 // for what is remembered).
 Status CheckSessionToken(dm_sessid_t sid, dm_token_t token);
 
-// Opens the object of a handle through this node's view of its file system.
+// Opens the object of a handle on this node's file system, through a
+// detached clone of its view that no access event covers (see context.cc).
 // Returns a descriptor of its own; an open object is remembered for a second
 // so repeated calls on one file (invisible I/O in blocks) do not reopen it.
 Result<UniqueFd> OpenHandle(const dm::Handle& h, int flags);
