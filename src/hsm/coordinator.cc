@@ -399,6 +399,7 @@ Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>&
   // is current already (a release on its own for each).
   std::vector<ReleaseItem> to_release;
   std::mutex release_mu;
+  const int64_t t0 = MonotonicNs();
   ParallelFor(handles.size(), kFileParallelism, [&](size_t i) {
     auto st = GetState(sid_, handles[i], token);
     if (!st.ok()) { (*out)[i] = st.status(); return; }
@@ -432,6 +433,7 @@ Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>&
   std::vector<Plan> plans;
   for (auto& p : planned)
     if (p) plans.push_back(std::move(*p));
+  const int64_t t_plan = MonotonicNs();
 
   // Tasks: each chunk of a big file alone; small files batched.
   struct Pending {
@@ -489,6 +491,7 @@ Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>&
     }
   }
 
+  const int64_t t_data = MonotonicNs();
   // Manifests, committed together per batch of small files (one publication
   // pass: the archive syncs their directories once), a big file alone.
   for (Plan& p : plans) {
@@ -520,6 +523,7 @@ Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>&
     for (size_t j = committed; j < ready.size(); ++j) plans[ready[j]].st = archive_->Commit(ms[j]);
   });
 
+  const int64_t t_commit = MonotonicNs();
   // Record each copy; then release what was asked.
   ParallelFor(plans.size(), kFileParallelism, [&](size_t k) {
     Plan& p = plans[k];
@@ -534,6 +538,7 @@ Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>&
         st = FailedPrecondition("the file changed while it was archived", EAGAIN);
     }
     FileState s = p.state;
+    bool unsynced = false;
     if (st.ok()) {
       s.Set(kExists | kArchived);
       s.Clear(kDirty | kLost | kReleased);
@@ -544,8 +549,17 @@ Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>&
       s.sum = p.manifest->sum;
       s.ver = p.state.ver + 1;
       st = PutState(sid_, h, token, s);
-      if (st.ok() && dm_sync_by_handle(sid_, H(h), h.size(), token) != 0) st = DmError("dm_sync_by_handle");
-      if (st.ok() && !p.state.key.empty() && p.state.key != p.key) (void)archive_->Remove(p.state.key);
+      // A migrate's release syncs the file once its region is on, before any
+      // punch, and that makes this state durable too: one sync per file
+      // fewer. A file whose old copy is dropped now needs it durable first
+      // (a crash must not leave a state naming a removed copy).
+      const bool drops_old = !p.state.key.empty() && p.state.key != p.key;
+      if (st.ok() && (!then_release || drops_old)) {
+        if (dm_sync_by_handle(sid_, H(h), h.size(), token) != 0) st = DmError("dm_sync_by_handle");
+      } else if (st.ok()) {
+        unsynced = true;
+      }
+      if (st.ok() && drops_old) (void)archive_->Remove(p.state.key);
     }
     if (!st.ok()) {
       (void)archive_->AbortObject(p.key, p.chunks);
@@ -563,14 +577,20 @@ Status Coordinator::ArchiveBatch(uint64_t token, const std::vector<std::string>&
     // A migrate's release is part of the same move (cancellable until the
     // punch), and its state is the one just recorded.
     std::lock_guard<std::mutex> lk(release_mu);
-    to_release.push_back(ReleaseItem{p.i, std::move(s), p.move});
+    to_release.push_back(ReleaseItem{p.i, std::move(s), p.move, unsynced});
   });
+  const int64_t t_record = MonotonicNs();
   if (then_release) {
     std::vector<Status> got;
     ReleaseMany(token, handles, std::move(to_release), &got);
     for (size_t i = 0; i < handles.size(); ++i)
       if (!got[i].ok()) (*out)[i] = got[i];
   }
+  auto secs = [](int64_t a, int64_t b) { return double(b - a) / 1e9; };
+  spdlog::debug("hsm: {} of {} files: plan {:.3f} s, data {:.3f} s ({} tasks), commit {:.3f} s, record {:.3f} s, "
+                "release {:.3f} s",
+                then_release ? "migrate" : "archive", handles.size(), secs(t0, t_plan), secs(t_plan, t_data),
+                tasks.size(), secs(t_data, t_commit), secs(t_commit, t_record), secs(t_record, MonotonicNs()));
   return FirstError(*out);
 }
 
@@ -581,11 +601,15 @@ void Coordinator::ReleaseMany(uint64_t token, const std::vector<std::string>& ha
   // read recalls, so it can never see the hole, and a write waits for our
   // rights; so the check for a change since the copy comes after it.
   std::vector<uint8_t> ready(items.size(), 0);  // not vector<bool>: written from several threads
+  const int64_t t0 = MonotonicNs();
   ParallelFor(items.size(), kFileParallelism, [&](size_t k) {
     ReleaseItem& it = items[k];
     const std::string& h = handles[it.i];
     // Not going on to the punch: what the file's request gets.
     auto fail = [&](const Status& st) {
+      // The copy stays recorded, durably, even when it is not released.
+      if (it.state_unsynced && dm_sync_by_handle(sid_, H(h), h.size(), token) != 0)
+        spdlog::warn("hsm: cannot sync the state of {}: {}", it.state.key, std::strerror(errno));
       (*out)[it.i] = st;
       if (it.move) (void)journal_->Abort(it.move, st.ToString(), JournalWait::kWritten);
       EndMove(h);
@@ -650,10 +674,12 @@ void Coordinator::ReleaseMany(uint64_t token, const std::vector<std::string>& ha
     auto r = RunTask(t, false);
     return !r.ok() ? r.status() : r->err ? FromErrno(r->err, r->what) : Status::Ok();
   };
+  const int64_t t_region = MonotonicNs();
   ParallelFor(batches.size(), kFileParallelism, [&](size_t b) {
     if (batches[b].empty() || punch(batches[b]).ok()) return;
     for (size_t k : batches[b]) punched[k] = batches[b].size() > 1 ? punch({k}) : punch(batches[b]);
   });
+  const int64_t t_punch = MonotonicNs();
 
   ParallelFor(items.size(), kFileParallelism, [&](size_t k) {
     if (!ready[k]) return;
@@ -676,6 +702,9 @@ void Coordinator::ReleaseMany(uint64_t token, const std::vector<std::string>& ha
     }
     EndMove(h);
   });
+  spdlog::debug("hsm: release of {} files: region {:.3f} s, punch {:.3f} s ({} tasks), state {:.3f} s", items.size(),
+                double(t_region - t0) / 1e9, double(t_punch - t_region) / 1e9, batches.size(),
+                double(MonotonicNs() - t_punch) / 1e9);
 }
 
 Status Coordinator::Recall(uint64_t token, const std::string& h) {

@@ -91,6 +91,7 @@ class Coordinator {
     size_t i = 0;
     FileState state;
     uint64_t move = 0;
+    bool state_unsynced = false;  // a migrate's new state, made durable by the release's sync
   };
   void ReleaseMany(uint64_t token, const std::vector<std::string>& handles, std::vector<ReleaseItem> items,
                    std::vector<Status>* out);
