@@ -32,6 +32,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
@@ -174,6 +175,7 @@ class Node final : public Transport::Handler {
     int rank = -1;
     uint64_t token = 0;
     std::string object;
+    std::vector<std::string> objects;  // Rewatch
     int right = 0;
     bool wait = false;
     bool detached = false;  // nobody waits: forgotten once answered
@@ -278,6 +280,14 @@ class Node final : public Transport::Handler {
   std::vector<std::pair<int, Frame>> deferred_sm_requests_;
   uint64_t next_req_id_ = 1;
   std::map<uint64_t, SmCall> sm_calls_;
+  // Rewatch callers waiting for one broadcast (see Rewatch).
+  struct RewatchBatch {
+    std::vector<std::string> objects;
+    bool done = false;
+    Status st;
+  };
+  std::shared_ptr<RewatchBatch> rewatch_next_;  // the batch the next broadcast carries
+  bool rewatch_inflight_ = false;
   struct TokenCall {
     int rank = -1;  // asked
     bool done = false;

@@ -11,6 +11,8 @@
 #include <fstream>
 #include <future>
 #include <sstream>
+#include <thread>
+#include <vector>
 
 #include "dmapi_child.h"
 
@@ -28,7 +30,11 @@ std::pair<int, std::string> Sh(const std::string& cmd) { return RunShell(cmd, fa
 // The DM application: commands on its pipe, one reply line each.
 //   manage PATH FLAGS        region over the whole file (flags: DM_REGION_*),
 //                            punch the data out, enable events -> "ok"
+//   manage-many N PREFIX FLAGS
+//                            the same for PREFIX0 .. PREFIX(N-1), from N
+//                            threads at once -> "ok"
 //   next                     wait for an event -> "event TYPE NODE OFF LEN"
+//   poll                     the same without waiting; "none" if no event
 //   fill SRC                 write SRC's bytes into the file invisibly,
 //                            clear the region, answer CONTINUE -> "ok"
 //   continue / abort ERR     answer the event -> "ok"
@@ -69,9 +75,35 @@ int DmApp(const std::string& view, FILE* r, FILE* w) {
       CHILD_CHECK(dm_punch_hole(sid, h, hl, DM_NO_TOKEN, 0, 0) == 0);
       dm_handle_free(h, hl);
       std::fprintf(w, "ok\n");
-    } else if (op == "next") {
+    } else if (op == "manage-many") {
+      int n;
+      std::string prefix;
+      unsigned flags;
+      in >> n >> prefix >> flags;
+      std::vector<std::thread> ts;
+      for (int k = 0; k < n; ++k)
+        ts.emplace_back([&, k] {
+          const std::string path = prefix + std::to_string(k);
+          void* h;
+          size_t hl;
+          CHILD_CHECK(dm_path_to_handle(path.c_str(), &h, &hl) == 0);
+          dm_region_t rg{};
+          rg.rg_flags = flags;
+          dm_boolean_t exact;
+          CHILD_CHECK(dm_set_region(sid, h, hl, DM_NO_TOKEN, 1, &rg, &exact) == 0);
+          CHILD_CHECK(dm_punch_hole(sid, h, hl, DM_NO_TOKEN, 0, 0) == 0);
+          dm_handle_free(h, hl);
+        });
+      for (auto& t : ts) t.join();
+      std::fprintf(w, "ok\n");
+    } else if (op == "next" || op == "poll") {
       size_t rlen;
-      CHILD_CHECK(dm_get_events(sid, 1, DM_EV_WAIT, sizeof(buf), buf, &rlen) == 0);
+      if (op == "poll" && dm_get_events(sid, 1, 0, sizeof(buf), buf, &rlen) != 0) {
+        CHILD_CHECK(errno == EAGAIN);
+        std::fprintf(w, "none\n");
+        continue;
+      }
+      if (op == "next") CHILD_CHECK(dm_get_events(sid, 1, DM_EV_WAIT, sizeof(buf), buf, &rlen) == 0);
       auto* m = reinterpret_cast<dm_eventmsg_t*>(buf);
       auto* de = DM_GET_VALUE(m, ev_data, dm_data_event_t*);
       token = m->ev_token;
@@ -360,6 +392,47 @@ TEST_F(Events, Kill9OfTheEventSupervisorFailsItsReadsWithEioAndTheNextOneServes)
   EXPECT_EQ(r3.get(), "data\n");
   EXPECT_EQ(ReadVerdict(lc_.View(2) + "/b.dat", orig_b, 10), "data\n");
   EXPECT_EQ(eventd_pid(), new_pid) << "the new supervisor still serves";
+}
+
+// A node's event source stops asking about a file it saw unmanaged; regions
+// set on many files at once (as an HSM request does) must each make every
+// node watch its file again, however the agent groups those notices.
+TEST_F(Events, RegionsSetOnManyFilesAtOnceAreWatchedAgainOnEveryNode) {
+  constexpr int kFiles = 40;
+  for (int k = 0; k < kFiles; ++k) Make("r" + std::to_string(k), Pattern(8192));
+  // Read through nodes 2 and 3 while unmanaged: both now ignore these files.
+  for (int node : {2, 3})
+    for (int k = 0; k < kFiles; ++k)
+      ASSERT_EQ(Sh("cat " + lc_.View(node) + "/r" + std::to_string(k) + " | wc -c").second, "8192\n");
+  ASSERT_EQ(Ask("manage-many " + std::to_string(kFiles) + " " + lc_.View(1) + "/r " + std::to_string(DM_REGION_READ)),
+            "ok");
+  for (int node : {2, 3}) {
+    // Each read must raise an event (answered with EIO), none may read the
+    // hole as data.
+    auto reader = std::async(std::launch::async, [&] {
+      return Sh("python3 -c \"import os\nfor k in range(" + std::to_string(kFiles) + "):\n try:\n  os.read(os.open('" +
+                lc_.View(node) + "/r%d' % k, os.O_RDONLY), 100); print('data')\n except OSError as e: print(e.errno)\"");
+    });
+    int events = 0;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (reader.wait_for(std::chrono::milliseconds(0)) != std::future_status::ready &&
+           std::chrono::steady_clock::now() < deadline) {
+      const std::string e = Ask("poll");
+      if (e == "none") {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        continue;
+      }
+      EXPECT_EQ(e.rfind("event 16 " + std::to_string(node) + " ", 0), 0u) << e;
+      ASSERT_EQ(Ask("abort " + std::to_string(EIO)), "ok");
+      ++events;
+    }
+    auto [rc, out] = reader.get();
+    EXPECT_EQ(rc, 0);
+    std::string want;
+    for (int k = 0; k < kFiles; ++k) want += std::to_string(EIO) + "\n";
+    EXPECT_EQ(out, want) << "node " << node << ": a read went through without an event";
+    EXPECT_EQ(events, kFiles) << "node " << node;
+  }
 }
 
 TEST_F(Events, UnmanagedFilesRaiseNothing) {
