@@ -94,11 +94,10 @@ Result<size_t> WriteInvisible(int fd, uint64_t off, std::span<const uint8_t> buf
   // kernel would hold all of it dirty until then, and the recall would cost
   // reading plus writing instead of the larger.
   if (!sync && done > 0) {
-    const uint64_t end = off + done;
-    const uint64_t last = end / kWritebackWindow * kWritebackWindow;  // the highest boundary reached
-    if (last > off && last >= kWritebackWindow)
-      (void)::sync_file_range(fd, static_cast<off_t>(last - kWritebackWindow), static_cast<off_t>(kWritebackWindow),
-                              SYNC_FILE_RANGE_WRITE);
+    const uint64_t first = off / kWritebackWindow * kWritebackWindow;             // the window it starts in
+    const uint64_t last = (off + done) / kWritebackWindow * kWritebackWindow;     // the highest boundary reached
+    if (last > off)  // it completes the windows [first, last)
+      (void)::sync_file_range(fd, static_cast<off_t>(first), static_cast<off_t>(last - first), SYNC_FILE_RANGE_WRITE);
   }
 
   // Restore even after a partial failure: the bytes that did land moved mtime.

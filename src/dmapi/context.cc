@@ -271,10 +271,16 @@ namespace {
 // and attribute calls raise no access events (XDSM: DM calls generate none).
 // Through the view itself each of them was an event that the event source
 // had to answer for the DM application: a round trip through pdm-eventd and
-// the agent per 256 KiB of a recall and per punched file. Where the kernel
-// refuses a clone, the view is used and the event source still lets DM
-// applications through, only slower. One per file system, kept for the life
-// of the process (a forked child shares it, which is harmless).
+// the agent per 256 KiB of a recall and per punched file.
+//
+// One per file system, kept for the life of the process (a forked child
+// shares it, which is harmless). It keeps the file system's superblock alive
+// while the process runs, as any open file would: an unmount of the view
+// succeeds, but the device stays busy until DM applications exit (stop them
+// first, as for any HSM). Returns -1 where the kernel refuses a clone, or a
+// clone will not open handles (open_by_handle_at can demand an attached
+// mount without CAP_DAC_READ_SEARCH): the caller then opens the view per
+// call, and the event source lets DM applications through, only slower.
 Result<int> DmMountOf(uint64_t fsid) {
   static std::mutex mu;
   static std::map<uint64_t, int>* mounts = new std::map<uint64_t, int>;  // never closed: see above
@@ -285,14 +291,24 @@ Result<int> DmMountOf(uint64_t fsid) {
   PDM_ASSIGN_OR_RETURN(std::string view, ViewOf(fsid));
   // open_tree gives an O_PATH descriptor, which open_by_handle_at does not
   // take (EBADF): the clone's root is opened through it.
-  int fd = -1;
+  UniqueFd root;
   UniqueFd tree(static_cast<int>(::syscall(SYS_open_tree, AT_FDCWD, view.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)));
-  if (tree.valid()) fd = ::openat(tree.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) fd = ::open(view.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return PosixError("open", view, errno);
+  if (tree.valid()) root = UniqueFd(::openat(tree.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (root.valid()) {
+    // Probe once: the view's root, by handle, through the clone.
+    alignas(struct file_handle) uint8_t storage[sizeof(struct file_handle) + MAX_HANDLE_SZ];
+    auto* fh = reinterpret_cast<struct file_handle*>(storage);
+    fh->handle_bytes = MAX_HANDLE_SZ;
+    int mount_id = 0;
+    UniqueFd probe;
+    if (::name_to_handle_at(AT_FDCWD, view.c_str(), fh, &mount_id, 0) == 0)
+      probe = UniqueFd(::open_by_handle_at(root.get(), fh, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!probe.valid()) root.reset();
+  }
+  const int fd = root.valid() ? root.release() : -1;
   std::lock_guard<std::mutex> lk(mu);
   auto [it, fresh] = mounts->emplace(fsid, fd);
-  if (!fresh) ::close(fd);  // another thread made one first
+  if (!fresh && fd >= 0) ::close(fd);  // another thread made one first
   return it->second;
 }
 
@@ -310,8 +326,14 @@ Result<UniqueFd> OpenHandle(const dm::Handle& h, int flags) {
       if (dup.valid()) return dup;
     }
   }
-  PDM_ASSIGN_OR_RETURN(int mount, DmMountOf(h.fsid()));
-  PDM_ASSIGN_OR_RETURN(UniqueFd fd, dm::Open(h, mount, flags));
+  PDM_ASSIGN_OR_RETURN(int clone, DmMountOf(h.fsid()));
+  UniqueFd view_fd;  // without a clone: the view, opened for this call only
+  if (clone < 0) {
+    PDM_ASSIGN_OR_RETURN(std::string view, ViewOf(h.fsid()));
+    view_fd = UniqueFd(::open(view.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!view_fd.valid()) return PosixError("open", view, errno);
+  }
+  PDM_ASSIGN_OR_RETURN(UniqueFd fd, dm::Open(h, clone >= 0 ? clone : view_fd.get(), flags));
   UniqueFd keep(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
   if (keep.valid()) {
     std::vector<CachedFd> expired;  // closed after the lock is released

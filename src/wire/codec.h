@@ -21,7 +21,8 @@
 
 namespace pdm::wire {
 
-constexpr uint16_t kClusterVersion = 1;
+// 2: Rewatch carries `objects` (an agent of version 1 would drop them).
+constexpr uint16_t kClusterVersion = 2;
 constexpr uint16_t kLocalVersion = 1;
 constexpr unsigned kEventTypeCount = 23;        // DM_EVENT_MAX
 constexpr size_t kSessionInfoMax = 256;         // DM_SESSION_INFO_LEN

@@ -410,7 +410,8 @@ TEST_F(Events, RegionsSetOnManyFilesAtOnceAreWatchedAgainOnEveryNode) {
     // Each read must raise an event (answered with EIO), none may read the
     // hole as data.
     auto reader = std::async(std::launch::async, [&] {
-      return Sh("python3 -c \"import os\nfor k in range(" + std::to_string(kFiles) + "):\n try:\n  os.read(os.open('" +
+      // `timeout`: a read whose event never comes back must not hang the test.
+      return Sh("timeout 90 python3 -c \"import os\nfor k in range(" + std::to_string(kFiles) + "):\n try:\n  os.read(os.open('" +
                 lc_.View(node) + "/r%d' % k, os.O_RDONLY), 100); print('data')\n except OSError as e: print(e.errno)\"");
     });
     int events = 0;
@@ -423,7 +424,9 @@ TEST_F(Events, RegionsSetOnManyFilesAtOnceAreWatchedAgainOnEveryNode) {
         continue;
       }
       EXPECT_EQ(e.rfind("event 16 " + std::to_string(node) + " ", 0), 0u) << e;
-      ASSERT_EQ(Ask("abort " + std::to_string(EIO)), "ok");
+      const std::string answered = Ask("abort " + std::to_string(EIO));
+      EXPECT_EQ(answered, "ok");
+      if (answered != "ok") break;  // the reader still ends, by its timeout
       ++events;
     }
     auto [rc, out] = reader.get();
