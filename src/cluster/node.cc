@@ -303,14 +303,12 @@ void Node::HandleSmRequest(int origin, const wire::SmRequest& r, std::span<const
     case wire::SmOp::ReleaseToken:
       return HandleRightRequest(origin, r, out);
     case wire::SmOp::Rewatch: {
-      const std::string object = r.object() ? r.object()->str() : "";
       std::vector<std::string> objects;
       if (r.objects())
         for (const auto* o : *r.objects()) objects.push_back(o->str());
-      return Broadcast({[object, objects](Fbb& fbb) {
-                         auto o = fbb.CreateString(object);
-                         auto os = objects.empty() ? 0 : fbb.CreateVectorOfStrings(objects);
-                         return wire::CreateChange(fbb, wire::ChangeKind::Rewatch, 0, 0, 0, 0, 0, o, os);
+      return Broadcast({[objects](Fbb& fbb) {
+                         auto os = fbb.CreateVectorOfStrings(objects);
+                         return wire::CreateChange(fbb, wire::ChangeKind::Rewatch, 0, 0, 0, 0, 0, 0, os);
                        }},
                        false, origin, req, r.sid(), out);
     }
@@ -508,7 +506,6 @@ void Node::ApplyUpdate(const wire::Update& u, Outbox& out) {
       }
       case wire::ChangeKind::Rewatch:
         if (!opts_.rewatch) break;
-        if (c->object() && c->object()->size() > 0) opts_.rewatch(c->object()->str());
         if (c->objects())
           for (const auto* o : *c->objects()) opts_.rewatch(o->str());
         break;

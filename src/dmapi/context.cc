@@ -296,14 +296,8 @@ Result<int> DmMountOf(uint64_t fsid) {
   if (tree.valid()) root = UniqueFd(::openat(tree.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (root.valid()) {
     // Probe once: the view's root, by handle, through the clone.
-    alignas(struct file_handle) uint8_t storage[sizeof(struct file_handle) + MAX_HANDLE_SZ];
-    auto* fh = reinterpret_cast<struct file_handle*>(storage);
-    fh->handle_bytes = MAX_HANDLE_SZ;
-    int mount_id = 0;
-    UniqueFd probe;
-    if (::name_to_handle_at(AT_FDCWD, view.c_str(), fh, &mount_id, 0) == 0)
-      probe = UniqueFd(::open_by_handle_at(root.get(), fh, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!probe.valid()) root.reset();
+    auto probe = dm::PathToHandle(view);
+    if (!probe.ok() || !dm::Open(*probe, root.get(), O_RDONLY | O_DIRECTORY).ok()) root.reset();
   }
   const int fd = root.valid() ? root.release() : -1;
   std::lock_guard<std::mutex> lk(mu);

@@ -14,13 +14,11 @@ namespace {
 // in the CPU cache when it is hashed and copied again (8 MiB slices from 16
 // threads spilled it: the second copy then cost more than the disk), large
 // enough that the per-call DMAPI cost stays small.
+// The same size serves recalls. Measured (1 GiB, 8 threads, pread then
+// pwrite per slice, ext4 on a loop device, 2 cores): 1 MiB slices cost 4.7
+// to 7.6 s of CPU, 256 KiB slices 0.7 to 0.9 s, in the kernel's two copies;
+// the extra token checks (one per dm_write_invis) are far cheaper than that.
 constexpr size_t kIoBytes = 256u << 10;
-// A recall's slice, cache-sized like the archive's. Measured (1 GiB, 8
-// threads, pread then pwrite per slice, ext4 on a loop device, 2 cores):
-// 1 MiB slices cost 4.7 to 7.6 s of CPU, 256 KiB slices 0.7 to 0.9 s, in the
-// kernel's two copies. The extra token checks (one per dm_write_invis) are
-// far cheaper than that.
-constexpr size_t kRecallIoBytes = kIoBytes;
 }
 
 Worker::Worker(Options opts, Archive* archive) : opts_(opts), archive_(archive) {}
@@ -149,7 +147,7 @@ TaskResult Worker::Execute(const Task& t) {
         // still a stub (its region makes every access wait for this recall),
         // and a chunk that fails verification fails the recall, which punches
         // all of it out again: a reader never sees these bytes unverified.
-        data.resize(static_cast<size_t>(std::min<uint64_t>(kRecallIoBytes, m->chunks[it.index].length)));
+        data.resize(static_cast<size_t>(std::min<uint64_t>(kIoBytes, m->chunks[it.index].length)));
         Status st = archive_->StreamChunk(*m, it.index, data, [&](uint64_t off, std::span<const uint8_t> bytes) {
           for (size_t done = 0; done < bytes.size();) {
             const dm_ssize_t put = dm_write_invis(sid, h, hl, tok, 0, off + done, bytes.size() - done,
